@@ -1,0 +1,257 @@
+//! The `presence-bridge` command line. Everything it does lives in the library.
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use presence_bridge::config::{self, Config};
+use presence_bridge::{codec, replay, runtime};
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(name = "presence-bridge", version, about = "Presence sources → Avro change events on Kafka, NATS and a local archive")]
+struct Cli {
+    /// Log format: `text` or `json`. Level from RUST_LOG (default info).
+    #[arg(long, global = true, default_value = "text")]
+    log_format: String,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the bridge with a configuration file.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run a demo with no broker: simulated users, events archived under ./presence-data.
+    Demo {
+        #[arg(long, default_value = "./presence-data")]
+        data_dir: PathBuf,
+        #[arg(long, default_value_t = 50)]
+        users: u32,
+        /// Presence changes per second.
+        #[arg(long, default_value_t = 20.0)]
+        rate: f64,
+        #[arg(long, default_value = "127.0.0.1:9464")]
+        listen: SocketAddr,
+        /// Stop after this long (e.g. 30s); default: until Ctrl-C.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        duration: Option<Duration>,
+    },
+    /// Print archived events as JSON lines.
+    Replay {
+        /// Archive directory.
+        #[arg(long)]
+        from: PathBuf,
+    },
+    /// Check a configuration file; every problem is named with its key and the fix.
+    CheckConfig { file: PathBuf },
+    /// Print the Avro schemas (or write them to a directory).
+    Schemas {
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+fn init_tracing(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rdkafka=warn"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::CheckConfig { file } => {
+            match Config::load(&file) {
+                Ok(c) => {
+                    println!(
+                        "{}: OK ({} connector(s), sinks: {})",
+                        file.display(),
+                        c.connectors.names().len(),
+                        [
+                            c.sinks.archive.as_ref().map(|_| "archive"),
+                            c.sinks.kafka.as_ref().map(|_| "kafka"),
+                            c.sinks.nats.as_ref().map(|_| "nats"),
+                        ]
+                        .into_iter()
+                        .flatten()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                    );
+                    Ok(())
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    std::process::exit(2);
+                }
+            }
+        }
+        Cmd::Schemas { out } => {
+            for s in codec::all_schemas() {
+                match &out {
+                    Some(dir) => {
+                        std::fs::create_dir_all(dir)?;
+                        let p = dir.join(format!("{}.avsc", s.name));
+                        std::fs::write(&p, s.json)?;
+                        println!("{} (fingerprint {})", p.display(), s.fingerprint_hex());
+                    }
+                    None => {
+                        println!("// {} — CRC-64-AVRO {}", s.name, s.fingerprint_hex());
+                        println!("{}", s.json);
+                    }
+                }
+            }
+            Ok(())
+        }
+        Cmd::Replay { from } => {
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            let mut bad = 0u64;
+            let mut write_err = None;
+            replay::read_archive(&from, |r| match r {
+                Ok(c) => {
+                    if write_err.is_none() {
+                        if let Err(e) = serde_json::to_writer(&mut out, &c)
+                            .map_err(std::io::Error::other)
+                            .and_then(|_| out.write_all(b"\n"))
+                        {
+                            write_err = Some(e);
+                        }
+                    }
+                }
+                Err(e) => {
+                    bad += 1;
+                    eprintln!("skipped: {e}");
+                }
+            })
+            .with_context(|| format!("reading {}", from.display()))?;
+            out.flush()?;
+            if let Some(e) = write_err {
+                if e.kind() != std::io::ErrorKind::BrokenPipe {
+                    return Err(e.into());
+                }
+            }
+            if bad > 0 {
+                eprintln!("{bad} problem(s) reported above");
+            }
+            Ok(())
+        }
+        Cmd::Run { config } => {
+            init_tracing(&cli.log_format);
+            let cfg = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    std::process::exit(2);
+                }
+            };
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(runtime::run_until_signal(cfg))?;
+            Ok(())
+        }
+        Cmd::Demo {
+            data_dir,
+            users,
+            rate,
+            listen,
+            duration,
+        } => {
+            init_tracing(&cli.log_format);
+            let cfg = config::demo_config(&data_dir, listen, users, rate);
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(demo(cfg, duration))
+        }
+    }
+}
+
+async fn demo(cfg: Config, duration: Option<Duration>) -> anyhow::Result<()> {
+    if cfg.connectors.synthetic.is_empty() {
+        bail!("demo needs a synthetic connector");
+    }
+    let archive = cfg.archive_dir().expect("demo has an archive");
+    let handle = runtime::start(cfg).await?;
+    let tty = std::io::stdout().is_terminal();
+    println!(
+        "presence-bridge demo: simulated users → change events → Avro files in {}",
+        archive.display()
+    );
+    println!(
+        "metrics: http://{}/metrics   replay: presence-bridge replay --from {}   stop: Ctrl-C",
+        handle.http_addr,
+        archive.display()
+    );
+    let started = Instant::now();
+    let mut last_total = 0u64;
+    let mut last_t = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let deadline = duration.map(|d| tokio::time::Instant::now() + d);
+    let mut printed_lines = 0;
+    loop {
+        tokio::select! {
+            _ = runtime::wait_for_signal() => break,
+            _ = async { tokio::time::sleep_until(deadline.unwrap()).await }, if deadline.is_some() => break,
+            _ = tick.tick() => {}
+        }
+        let store = handle.store.clone();
+        let states = tokio::task::spawn_blocking(move || store.all_states()).await??;
+        let total = published_total(&handle.metrics.render());
+        let rate = (total - last_total.min(total)) as f64 / last_t.elapsed().as_secs_f64();
+        last_total = total;
+        last_t = Instant::now();
+        let mut counts = std::collections::BTreeMap::new();
+        for (_, s) in &states {
+            *counts.entry(s.state.availability.as_str()).or_insert(0u32) += 1;
+        }
+        let by: Vec<String> = counts.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let lines = [
+            format!(
+                "{:>5.0}s  events {:>8}  {:>7.1}/s  users {:>5}  outbox {:>5}",
+                started.elapsed().as_secs_f64(),
+                total,
+                rate,
+                states.len(),
+                handle.outbox_depth()
+            ),
+            format!("       now: {}", by.join(" · ")),
+        ];
+        if tty && printed_lines > 0 {
+            print!("\x1b[{printed_lines}A");
+        }
+        for l in &lines {
+            if tty {
+                println!("\x1b[2K{l}");
+            } else {
+                println!("{l}");
+            }
+        }
+        printed_lines = lines.len();
+    }
+    handle.shutdown();
+    handle.wait().await?;
+    println!(
+        "stopped. Archive: {} (read it with: presence-bridge replay --from {})",
+        archive.display(),
+        archive.display()
+    );
+    Ok(())
+}
+
+/// Sum of `presence_events_published_total` for the archive sink.
+fn published_total(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("presence_events_published_total{") && l.contains("sink=\"archive\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
