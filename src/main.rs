@@ -56,9 +56,9 @@ enum Cmd {
     },
 }
 
-fn init_tracing(format: &str) {
+fn init_tracing(format: &str, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rdkafka=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -136,7 +136,9 @@ fn main() -> anyhow::Result<()> {
                 }
             })
             .with_context(|| format!("reading {}", from.display()))?;
-            out.flush()?;
+            if let Err(e) = out.flush() {
+                write_err.get_or_insert(e);
+            }
             if let Some(e) = write_err {
                 if e.kind() != std::io::ErrorKind::BrokenPipe {
                     return Err(e.into());
@@ -148,7 +150,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Run { config } => {
-            init_tracing(&cli.log_format);
+            init_tracing(&cli.log_format, "info");
             let cfg = match Config::load(&config) {
                 Ok(c) => c,
                 Err(e) => {
@@ -167,7 +169,8 @@ fn main() -> anyhow::Result<()> {
             listen,
             duration,
         } => {
-            init_tracing(&cli.log_format);
+            // Warnings only: the live summary is the demo's output.
+            init_tracing(&cli.log_format, "warn");
             let cfg = config::demo_config(&data_dir, listen, users, rate);
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(demo(cfg, duration))
