@@ -328,3 +328,44 @@ fn hostile_command_bytes_are_errors_not_panics() {
     }
     assert!(codec::decode_command(b"{\"command_id\":\"x\",\"user\":\"u\",\"extra\":1}").is_err());
 }
+
+/// Our fingerprints equal fastavro's (an independent implementation of the spec's
+/// canonical form and CRC-64-AVRO): otherwise other readers reject our single-object data.
+#[test]
+fn fingerprints_match_fastavro() {
+    mod_support_python::check();
+}
+
+mod mod_support_python {
+    use presence_bridge::codec;
+    pub fn check() {
+        let script = r#"
+import json, sys
+from fastavro.schema import to_parsing_canonical_form, fingerprint
+for path in sys.argv[1:]:
+    s = json.load(open(path))
+    print(fingerprint(to_parsing_canonical_form(s), "CRC-64-AVRO"))
+"#;
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas");
+        let schemas = codec::all_schemas();
+        let paths: Vec<String> = schemas
+            .iter()
+            .map(|s| dir.join(format!("{}.avsc", s.name)).display().to_string())
+            .collect();
+        let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+        let out = std::process::Command::new(python)
+            .arg("-c")
+            .arg(script)
+            .args(&paths)
+            .output()
+            .expect("python3 with fastavro (installed by .ci/run)");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let theirs: Vec<String> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        let ours: Vec<String> = schemas.iter().map(|s| s.fingerprint_hex()).collect();
+        assert_eq!(ours, theirs);
+    }
+}

@@ -1,0 +1,91 @@
+//! Bridge-specific helpers for integration tests (brokers are in `support`).
+#![allow(dead_code)]
+
+use presence_bridge::config::Config;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// A config from TOML text (the same path users take), with `data_dir` and a free HTTP port.
+pub fn config(data_dir: &Path, body: &str) -> Config {
+    let text = format!(
+        "data_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n{body}",
+        data_dir.display()
+    );
+    Config::from_toml(&text, "test.toml").unwrap_or_else(|e| panic!("{e}\n{text}"))
+}
+
+/// Polls `f` every 20 ms until it is true; panics after `timeout` naming `what`.
+pub async fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Sum of a counter family's samples whose labels contain every `needle`.
+pub fn metric_sum(text: &str, name: &str, needles: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && (l.as_bytes().get(name.len()) == Some(&b'{') || l.as_bytes().get(name.len()) == Some(&b' ')))
+        .filter(|l| needles.iter().all(|n| l.contains(n)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Events acknowledged by `sink`.
+pub fn published(text: &str, sink: &str) -> u64 {
+    metric_sum(
+        text,
+        "presence_events_published_total",
+        &[&format!("sink=\"{sink}\"")],
+    ) as u64
+}
+
+/// Checks a stream of decoded `PresenceChange` records (JSON, as printed by the Python
+/// verifiers or `replay`):
+/// - duplicates (same event id) are identical records (a re-publish after a crash/outage);
+/// - per user, first occurrences come in sequence order 1, 2, 3… without holes;
+/// - sequence 1 is the only SNAPSHOT and has no previous; every later `previous` equals the
+///   `current` of the sequence before.
+///
+/// Returns (distinct events, duplicates, events per user).
+pub fn check_chains(events: &[Value]) -> (usize, usize, BTreeMap<String, Vec<Value>>) {
+    let mut seen: HashMap<String, &Value> = HashMap::new();
+    let mut dups = 0;
+    let mut per_user: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for e in events {
+        let id = e["event_id"].as_str().expect("event_id").to_string();
+        if let Some(first) = seen.get(&id) {
+            assert_eq!(*first, e, "re-published event {id} differs from the first copy");
+            dups += 1;
+            continue;
+        }
+        seen.insert(id, e);
+        per_user
+            .entry(e["user"].as_str().unwrap().to_string())
+            .or_default()
+            .push(e.clone());
+    }
+    for (user, evs) in &per_user {
+        for (i, e) in evs.iter().enumerate() {
+            let seq = e["sequence"].as_i64().unwrap();
+            assert_eq!(seq, i as i64 + 1, "{user}: sequence out of order or with a hole");
+            if i == 0 {
+                assert_eq!(e["op"], "SNAPSHOT", "{user}: first event must be a SNAPSHOT");
+                assert!(e["previous"].is_null(), "{user}: SNAPSHOT with a previous");
+            } else {
+                assert_eq!(e["op"], "CHANGE", "{user} seq {seq}: later events are CHANGEs");
+                assert_eq!(
+                    e["previous"], evs[i - 1]["current"],
+                    "{user} seq {seq}: previous is not the last current"
+                );
+                assert_ne!(e["previous"], e["current"], "{user} seq {seq}: unchanged event");
+            }
+        }
+    }
+    (seen.len(), dups, per_user)
+}
