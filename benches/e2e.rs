@@ -136,7 +136,7 @@ fn cpu_report(before: &CpuSnapshot, workers: &HashSet<u32>) -> String {
     for (tid, (name, t)) in &after.threads {
         let prev = before.threads.get(tid).map(|x| x.1).unwrap_or(0);
         let d = t.saturating_sub(prev);
-        let g = if name.starts_with("tokio-runtime") || name.starts_with("e2e-rt") {
+        let g = if name.starts_with("tokio") {
             if workers.contains(tid) {
                 "tokio workers".to_string()
             } else {
@@ -145,7 +145,7 @@ fn cpu_report(before: &CpuSnapshot, workers: &HashSet<u32>) -> String {
         } else if name.starts_with("rdk:") {
             "librdkafka threads".to_string()
         } else if name.starts_with("e2e") {
-            "main".to_string()
+            "main (bench driver)".to_string()
         } else {
             name.clone()
         };
@@ -466,7 +466,12 @@ fn raw_records(users: u32, changes: u64, framing: Framing) -> Vec<RawRecord> {
     out
 }
 
-async fn raw_kafka(brokers: &str, records: &[RawRecord], fp_hex: &str) -> f64 {
+async fn raw_kafka(
+    brokers: &str,
+    records: &[RawRecord],
+    fp_hex: &str,
+    workers: &HashSet<u32>,
+) -> (f64, String) {
     let topic = "raw.changes";
     presence_bridge::sinks::kafka::ensure_topic(brokers, &BTreeMap::new(), topic, 1, 1, false)
         .await
@@ -485,6 +490,7 @@ async fn raw_kafka(brokers: &str, records: &[RawRecord], fp_hex: &str) -> f64 {
         .create()
         .expect("producer");
     let source = format!("synthetic/{CONNECTOR}");
+    let cpu = cpu_snapshot();
     let t0 = Instant::now();
     let mut in_flight: VecDeque<DeliveryFuture> = VecDeque::with_capacity(200_000);
     for r in records {
@@ -524,7 +530,7 @@ async fn raw_kafka(brokers: &str, records: &[RawRecord], fp_hex: &str) -> f64 {
     while let Some(f) = in_flight.pop_front() {
         check_delivery(f).await;
     }
-    t0.elapsed().as_secs_f64()
+    (t0.elapsed().as_secs_f64(), cpu_report(&cpu, workers))
 }
 
 async fn check_delivery(f: DeliveryFuture) {
@@ -535,7 +541,12 @@ async fn check_delivery(f: DeliveryFuture) {
     }
 }
 
-async fn raw_nats(url: &str, records: &[RawRecord], fp_hex: &str) -> f64 {
+async fn raw_nats(
+    url: &str,
+    records: &[RawRecord],
+    fp_hex: &str,
+    workers: &HashSet<u32>,
+) -> (f64, String) {
     let client = async_nats::connect(url).await.expect("nats connect");
     let js = jetstream::new(client);
     presence_bridge::sinks::nats::ensure_stream(
@@ -548,6 +559,7 @@ async fn raw_nats(url: &str, records: &[RawRecord], fp_hex: &str) -> f64 {
     .expect("raw stream");
     let source = format!("synthetic/{CONNECTOR}");
     const WINDOW: usize = 4096;
+    let cpu = cpu_snapshot();
     let t0 = Instant::now();
     let mut in_flight = VecDeque::with_capacity(WINDOW);
     for r in records {
@@ -571,11 +583,227 @@ async fn raw_nats(url: &str, records: &[RawRecord], fp_hex: &str) -> f64 {
         f.await.expect("raw nats ack");
     }
     let secs = t0.elapsed().as_secs_f64();
+    let report = cpu_report(&cpu, workers);
     js.client().flush().await.ok();
-    secs
+    (secs, report)
 }
 
 // ---------------------------------------------------------------------------------------------
+// 0. the pipeline thread alone (no connector, no sink, no broker)
+
+/// The connector's observations for `users` snapshots then `changes` real changes.
+fn observations(users: u32, changes: u64) -> Vec<Observation> {
+    let cfg = SyntheticConfig {
+        users,
+        ..SyntheticConfig::default()
+    };
+    let user_ids: Vec<String> = (0..users).map(|n| cfg.user(n)).collect();
+    let mut rng = fastrand::Rng::with_seed(11);
+    let mut last: Vec<Option<PresenceState>> = vec![None; users as usize];
+    let now = presence_bridge::model::now_millis();
+    let obs = |i: usize, state: PresenceState| Observation {
+        source: SourceRef {
+            kind: "synthetic".into(),
+            connector: CONNECTOR.into(),
+            server: Some("synthetic.local".into()),
+            server_time: Some(now),
+        },
+        user: user_ids[i].clone(),
+        state,
+        observed_at: now,
+        resync: false,
+    };
+    let mut out = Vec::with_capacity(users as usize + changes as usize);
+    for (i, l) in last.iter_mut().enumerate() {
+        let s = random_state(&mut rng);
+        *l = Some(s.clone());
+        out.push(obs(i, s));
+    }
+    for _ in 0..changes {
+        let i = rng.usize(..users as usize);
+        let mut s = random_state(&mut rng);
+        while Some(&s) == last[i].as_ref() {
+            s = random_state(&mut rng);
+        }
+        last[i] = Some(s.clone());
+        out.push(obs(i, s));
+    }
+    out
+}
+
+/// Feeds every observation through `Pipeline::handle_batch` (batches of the default
+/// `pipeline.batch_size`) on this thread, then times `Store::commit_changes` alone on the
+/// same changes and an empty commit (≈ the fsync), so the pipeline's time can be split.
+fn pipeline_only(users: u32, changes: u64) {
+    use presence_bridge::pipeline::{OutboxSignals, Pipeline, PipelineSettings};
+    use presence_bridge::state::{state_key, OutboxEntry, PendingChange, Store};
+    let batch = presence_bridge::config::PipelineConfig::default().batch_size;
+    let obs = observations(users, changes);
+    let total = obs.len();
+    let dir = tempfile::Builder::new()
+        .prefix("pb-e2e-pipeline-")
+        .tempdir()
+        .expect("tempdir");
+    let store = Store::open(&dir.path().join("state.redb"), &["bench".into()]).expect("store");
+    let stats = store.outbox_stats().expect("stats");
+    let mut p = Pipeline::new(
+        store,
+        PipelineSettings {
+            batch_size: batch,
+            max_entries: u64::MAX / 2,
+            when_full: presence_bridge::config::WhenFull::Block,
+        },
+        presence_bridge::metrics::Metrics::new(),
+        OutboxSignals::new(stats.head, stats.tail),
+    );
+    let t = Instant::now();
+    let mut n = 0;
+    for chunk in obs.chunks(batch) {
+        n += p.handle_batch(chunk).expect("handle_batch");
+    }
+    let secs = t.elapsed().as_secs_f64();
+    assert_eq!(n, total, "every observation is a change");
+    println!(
+        "pipeline alone: handle_batch × {} batches of {batch}: {total} events in {secs:.2}s = {:.0} events/s",
+        total.div_ceil(batch),
+        total as f64 / secs
+    );
+    drop(p);
+
+    // commit_changes alone, on a fresh store, with what handle_batch would pass it.
+    let store = Store::open(&dir.path().join("commit-only.redb"), &["bench".into()]).expect("store");
+    let mut seq: HashMap<&str, i64> = HashMap::new();
+    let mut pending: Vec<Vec<PendingChange>> = obs
+        .chunks(batch)
+        .map(|chunk| {
+            chunk
+                .iter()
+                .map(|o| {
+                    let s = seq.entry(o.user.as_str()).or_insert(0);
+                    *s += 1;
+                    PendingChange {
+                        key: state_key(&o.source.connector, &o.user),
+                        stored: StoredState {
+                            sequence: *s,
+                            state: o.state.clone(),
+                        },
+                        entry: OutboxEntry {
+                            id: 0,
+                            event_id: presence_bridge::model::event_id(CONNECTOR, &o.user, *s),
+                            kind: "synthetic".into(),
+                            connector: CONNECTOR.into(),
+                            user: o.user.clone(),
+                            sequence: *s,
+                            observed_at: o.observed_at,
+                            datum: vec![0u8; 187],
+                        },
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let t = Instant::now();
+    for b in pending.iter_mut() {
+        store.commit_changes(b).expect("commit");
+    }
+    let commit_secs = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let empties = 50;
+    for _ in 0..empties {
+        store.commit_changes(&mut []).expect("empty commit");
+    }
+    let empty_ms = t.elapsed().as_secs_f64() * 1000.0 / empties as f64;
+    println!(
+        "  of which Store::commit_changes alone: {commit_secs:.2}s ({:.0} events/s, {:.1} µs/event); an empty durable commit (≈ fsync) takes {empty_ms:.2} ms",
+        total as f64 / commit_secs,
+        commit_secs * 1e6 / total as f64
+    );
+    // read_outbox + decode, as a publisher does (5000 per read).
+    let t = Instant::now();
+    let mut from = 1;
+    let mut read = 0;
+    loop {
+        let e = store.read_outbox(from, 5000).expect("read");
+        if e.is_empty() {
+            break;
+        }
+        from = e.last().unwrap().id + 1;
+        read += e.len();
+    }
+    let rs = t.elapsed().as_secs_f64();
+    println!(
+        "  publisher side: read_outbox(·, 5000): {read} entries in {rs:.2}s ({:.0} events/s)",
+        read as f64 / rs
+    );
+    let t = Instant::now();
+    let mut acks = 0;
+    for next in (1..=read as u64 + 1).step_by(5000).skip(1).chain([read as u64 + 1]) {
+        store.ack("bench", next).expect("ack");
+        acks += 1;
+    }
+    println!(
+        "  publisher side: ack (cursor + compaction) × {acks}: {:.2}s",
+        t.elapsed().as_secs_f64()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// `tansu broker` with its in-memory storage engine (`E2E_TANSU_STORAGE=memory`): a broker
+/// ceiling that is not bound by SQLite. The support module's broker always uses SQLite.
+struct MemoryTansu {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl MemoryTansu {
+    fn start() -> MemoryTansu {
+        let bin = std::env::var_os("TANSU_BIN")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| {
+                let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+                std::path::PathBuf::from(home).join(".cargo/bin/tansu")
+            });
+        let dir = tempfile::Builder::new()
+            .prefix("pb-e2e-tansu-")
+            .tempdir()
+            .expect("tempdir");
+        let port = support::free_port();
+        let log = dir.path().join("tansu.log");
+        let out = std::fs::File::create(&log).expect("tansu log");
+        let listener = format!("tcp://127.0.0.1:{port}");
+        let mut child = std::process::Command::new(&bin)
+            .arg("broker")
+            .args(["--cluster-id", "pb-e2e-bench"])
+            .args(["--listener-url", &listener])
+            .args(["--advertised-listener-url", &listener])
+            .args(["--storage-engine", "memory://tansu/"])
+            .current_dir(dir.path())
+            .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
+        support::wait_until("tansu (memory) ApiVersions", support::READY_TIMEOUT, Some(&log), || {
+            assert!(child.try_wait().ok().flatten().is_none(), "tansu exited");
+            support::kafka_api_versions_ok(port)
+        });
+        MemoryTansu {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for MemoryTansu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
 
 struct Row {
     sink: &'static str,
@@ -652,16 +880,25 @@ fn main() {
         r
     };
 
+    if std::env::var_os("E2E_SKIP_PIPELINE").is_none() {
+        pipeline_only(users, changes);
+    }
+
     let mut rows = Vec::new();
     for sink in sinks {
-        let (url, _nats, _kafka) = match sink {
+        let memory_tansu = std::env::var("E2E_TANSU_STORAGE").is_ok_and(|v| v == "memory");
+        let (url, _nats, _kafka, _mem) = match sink {
             SinkKind::Nats => {
                 let s = NatsServer::start();
-                (s.url(), Some(s), None)
+                (s.url(), Some(s), None, None)
+            }
+            SinkKind::Kafka if memory_tansu => {
+                let k = MemoryTansu::start();
+                (format!("127.0.0.1:{}", k.port), None, None, Some(k))
             }
             SinkKind::Kafka => {
                 let k = KafkaBroker::start();
-                (k.bootstrap(), None, Some(k))
+                (k.bootstrap(), None, Some(k), None)
             }
         };
         println!("--- {} at {url}", sink.name());
@@ -669,18 +906,16 @@ fn main() {
         let raw = if skip_raw {
             None
         } else {
-            let cpu = cpu_snapshot();
-            let secs = rt.block_on(async {
+            let (secs, report) = rt.block_on(async {
                 match sink {
-                    SinkKind::Nats => raw_nats(&url, &records, &fp_hex).await,
-                    SinkKind::Kafka => raw_kafka(&url, &records, &fp_hex).await,
+                    SinkKind::Nats => raw_nats(&url, &records, &fp_hex, &workers).await,
+                    SinkKind::Kafka => raw_kafka(&url, &records, &fp_hex, &workers).await,
                 }
             });
             eprintln!(
-                "  raw → {}: {} events in {secs:.2}s\n{}",
+                "  raw → {}: {} events in {secs:.2}s\n{report}",
                 sink.name(),
                 records.len(),
-                cpu_report(&cpu, &workers)
             );
             Some((records.len() as u64, secs))
         };

@@ -255,7 +255,10 @@ pub struct KafkaSinkConfig {
     pub compression: String,
     #[serde(default = "default_linger_ms")]
     pub linger_ms: u32,
-    /// How long librdkafka keeps trying one message before the bridge retries it.
+    /// How long librdkafka keeps trying one message before the bridge re-sends it.
+    /// `"0s"` (default): forever. While the broker is down messages wait in librdkafka and
+    /// the outbox; nothing times out, so the idempotent producer never has to bump its
+    /// epoch (some brokers, tansu among them, mishandle that).
     #[serde(default = "default_kafka_timeout", deserialize_with = "de_duration")]
     pub message_timeout: Duration,
     /// Create the topic on first use if it does not exist.
@@ -292,7 +295,7 @@ fn default_linger_ms() -> u32 {
     5
 }
 fn default_kafka_timeout() -> Duration {
-    Duration::from_secs(30)
+    Duration::ZERO
 }
 
 #[derive(Debug, Clone, Deserialize)]

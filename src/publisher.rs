@@ -75,7 +75,12 @@ impl Publisher {
                 }
                 continue;
             }
-            let result = self.sink.publish(&entries).await;
+            // A publish may wait for a broker that is down; shutdown must not wait for it.
+            // Dropping the future mid-way is safe: the entries stay in the outbox.
+            let result = tokio::select! {
+                r = self.sink.publish(&entries) => r,
+                _ = stop.recv() => break,
+            };
             let acked = match &result {
                 Ok(()) => entries.len(),
                 Err(f) => f.acked.min(entries.len()),

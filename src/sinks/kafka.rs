@@ -37,10 +37,9 @@ impl ClientContext for BridgeKafkaContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        if matches!(
-            error.rdkafka_error_code(),
-            Some(RDKafkaErrorCode::AllBrokersDown) | Some(RDKafkaErrorCode::BrokerTransportFailure)
-        ) {
+        // Only "all brokers down": one closed connection (idle reaping, a leader moving)
+        // is librdkafka's business, not an outage.
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
             self.health.set(false);
         }
         tracing::warn!(client = self.label, error = %error, "kafka: {reason}");
@@ -67,8 +66,13 @@ pub fn client_config(
     c
 }
 
+/// Why the producer is re-created after an outage or a failed delivery: the outbox is the
+/// retry queue, so nothing is lost by dropping librdkafka's queue, and a fresh producer id
+/// means no broker ever sees a bumped epoch or an old sequence after it restarted (a Kafka
+/// broker copes with those; tansu 0.6 does not).
 pub struct KafkaSink {
-    producer: FutureProducer<BridgeKafkaContext>,
+    producer: Option<FutureProducer<BridgeKafkaContext>>,
+    needs_reset: bool,
     config: KafkaSinkConfig,
     /// The topic is created lazily on the first publish, so a broker that is down at
     /// start-up only delays publishing instead of failing the bridge.
@@ -93,6 +97,38 @@ impl KafkaSink {
         fingerprint_hex: String,
         health: SinkHealth,
     ) -> Result<KafkaSink, SinkError> {
+        let producer = make_producer(config, &health)?;
+        Ok(KafkaSink {
+            producer: Some(producer),
+            needs_reset: false,
+            config: config.clone(),
+            topic_ready: !config.create_topic,
+            topic: config.topic.clone(),
+            framing,
+            fingerprint_hex,
+            health,
+        })
+    }
+
+    /// Drops the producer (purging its queue; the entries are still in the outbox) and
+    /// makes a new one.
+    async fn reset(&mut self) -> Result<(), SinkError> {
+        if let Some(old) = self.producer.take() {
+            // Dropping purges and waits up to 500 ms: keep it off the async workers.
+            let _ = tokio::task::spawn_blocking(move || drop(old)).await;
+        }
+        self.producer = Some(make_producer(&self.config, &self.health)?);
+        self.needs_reset = false;
+        tracing::info!("kafka: producer re-created; re-sending from the outbox");
+        Ok(())
+    }
+}
+
+fn make_producer(
+    config: &KafkaSinkConfig,
+    health: &SinkHealth,
+) -> Result<FutureProducer<BridgeKafkaContext>, SinkError> {
+    {
         let mut c = client_config(&config.brokers, &config.properties);
         c.set("enable.idempotence", "true")
             .set("acks", "all")
@@ -104,26 +140,18 @@ impl KafkaSink {
             )
             .set("queue.buffering.max.messages", "200000")
             .set("batch.num.messages", "10000");
-        let producer: FutureProducer<BridgeKafkaContext> = c
-            .create_with_context(BridgeKafkaContext {
-                health: health.clone(),
-                label: "producer",
-            })
-            .map_err(|e| SinkError::Setup {
-                sink: "kafka".into(),
-                reason: e.to_string(),
-            })?;
-        Ok(KafkaSink {
-            producer,
-            config: config.clone(),
-            topic_ready: !config.create_topic,
-            topic: config.topic.clone(),
-            framing,
-            fingerprint_hex,
-            health,
+        c.create_with_context(BridgeKafkaContext {
+            health: health.clone(),
+            label: "producer",
+        })
+        .map_err(|e| SinkError::Setup {
+            sink: "kafka".into(),
+            reason: e.to_string(),
         })
     }
+}
 
+impl KafkaSink {
     fn headers(&self, e: &OutboxEntry) -> OwnedHeaders {
         OwnedHeaders::new_with_capacity(4)
             .insert(Header {
@@ -207,6 +235,10 @@ impl Sink for KafkaSink {
     }
 
     async fn publish(&mut self, batch: &[OutboxEntry]) -> Result<(), PublishFailure> {
+        let fail0 = |error| PublishFailure { acked: 0, error };
+        if self.needs_reset || self.producer.is_none() {
+            self.reset().await.map_err(fail0)?;
+        }
         if !self.topic_ready {
             let c = &self.config;
             ensure_topic(
@@ -218,9 +250,48 @@ impl Sink for KafkaSink {
                 false,
             )
             .await
-            .map_err(|error| PublishFailure { acked: 0, error })?;
+            .map_err(fail0)?;
             self.topic_ready = true;
         }
+        let producer = self.producer.clone().expect("created above");
+        // Abandon the batch as soon as librdkafka reports every broker down, instead of
+        // waiting in its queue; the outbox keeps the entries.
+        let mut down: DownSignal = Box::pin(self.health.watch_down());
+        let result = self.send_all(&producer, batch, &mut down).await;
+        match &result {
+            Ok(()) => self.health.set(true),
+            Err(_) => self.needs_reset = true,
+        }
+        result
+    }
+
+    async fn close(&mut self) -> Result<(), SinkError> {
+        let Some(p) = self.producer.clone() else {
+            return Ok(());
+        };
+        tokio::task::spawn_blocking(move || p.flush(Duration::from_secs(10)))
+            .await
+            .map_err(unavailable)?
+            .map_err(unavailable)
+    }
+}
+
+type DownSignal = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+async fn deliver(f: DeliveryFuture, down: &mut DownSignal) -> Result<(), SinkError> {
+    tokio::select! {
+        r = await_delivery(f) => r,
+        _ = down.as_mut() => Err(unavailable("all brokers are down")),
+    }
+}
+
+impl KafkaSink {
+    async fn send_all(
+        &self,
+        producer: &FutureProducer<BridgeKafkaContext>,
+        batch: &[OutboxEntry],
+        down: &mut DownSignal,
+    ) -> Result<(), PublishFailure> {
         let mut in_flight: VecDeque<(usize, DeliveryFuture)> = VecDeque::new();
         let mut acked = 0usize;
         for (i, e) in batch.iter().enumerate() {
@@ -231,7 +302,7 @@ impl Sink for KafkaSink {
                     .key(e.user.as_bytes())
                     .payload(&payload)
                     .headers(headers.clone());
-                match self.producer.send_result(record) {
+                match producer.send_result(record) {
                     Ok(f) => {
                         in_flight.push_back((i, f));
                         break;
@@ -240,7 +311,7 @@ impl Sink for KafkaSink {
                         // Backpressure: wait for the oldest delivery, then try again.
                         match in_flight.pop_front() {
                             Some((j, f)) => {
-                                await_delivery(f)
+                                deliver(f, down)
                                     .await
                                     .map_err(|error| PublishFailure { acked, error })?;
                                 acked = j + 1;
@@ -261,21 +332,12 @@ impl Sink for KafkaSink {
             }
         }
         while let Some((j, f)) = in_flight.pop_front() {
-            await_delivery(f)
+            deliver(f, down)
                 .await
                 .map_err(|error| PublishFailure { acked, error })?;
             acked = j + 1;
         }
-        self.health.set(true);
         Ok(())
-    }
-
-    async fn close(&mut self) -> Result<(), SinkError> {
-        let p = self.producer.clone();
-        tokio::task::spawn_blocking(move || p.flush(Duration::from_secs(10)))
-            .await
-            .map_err(unavailable)?
-            .map_err(unavailable)
     }
 }
 

@@ -8,26 +8,47 @@ pub mod nats;
 
 use crate::state::OutboxEntry;
 use async_trait::async_trait;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-/// Shared "is the sink reachable" flag, set from librdkafka's error callback and from
-/// delivery results; `/ready` reads it.
-#[derive(Clone, Default)]
-pub struct SinkHealth(Arc<AtomicBool>);
+/// Shared "is the sink reachable" flag, set from client callbacks (librdkafka's error
+/// callback, NATS connection events) and from publish results; `/ready` reads it. Every
+/// `set` is an event (even when the value does not change), so a publish in progress can
+/// react to "the broker just went away" from [`SinkHealth::watch_down`].
+#[derive(Clone)]
+pub struct SinkHealth(Arc<tokio::sync::watch::Sender<bool>>);
 
-impl SinkHealth {
-    pub fn new_up() -> Self {
-        SinkHealth(Arc::new(AtomicBool::new(true)))
-    }
-    pub fn set(&self, up: bool) {
-        self.0.store(up, Ordering::Relaxed);
-    }
-    pub fn is_up(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+impl Default for SinkHealth {
+    fn default() -> Self {
+        Self::new_up()
     }
 }
 
+impl SinkHealth {
+    pub fn new_up() -> Self {
+        SinkHealth(Arc::new(tokio::sync::watch::channel(true).0))
+    }
+    pub fn set(&self, up: bool) {
+        self.0.send_replace(up);
+    }
+    pub fn is_up(&self) -> bool {
+        *self.0.borrow()
+    }
+    /// A watcher that completes on the next "down" report after this call.
+    pub fn watch_down(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.0.subscribe();
+        rx.borrow_and_update();
+        async move {
+            loop {
+                if rx.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+                if !*rx.borrow_and_update() {
+                    return;
+                }
+            }
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {

@@ -7,8 +7,12 @@ as JSON and sent in Avro single-object encoding (C3 01 + CRC-64-AVRO LE fingerpr
 With --jetstream each publish waits for a JetStream ack (fails if no stream captures SUBJECT);
 otherwise core NATS publish + flush.
 
+--ensure-stream NAME first creates stream NAME (file storage) capturing --stream-subjects
+(default: SUBJECT) unless it exists.
+
 usage: publish_nats.py --url nats://HOST:PORT --subject S --file F [--jetstream]
                        [--header name=value ...] [--avro-schema FILE]
+                       [--ensure-stream NAME [--stream-subjects 'a.>' ...]]
 """
 
 import argparse
@@ -17,6 +21,7 @@ import json
 import sys
 
 import nats
+from nats.js.errors import NotFoundError
 
 from avro_framing import Schema, die, resolve_schema_path
 
@@ -30,6 +35,13 @@ def read_lines(path: str) -> list[str]:
 async def run(args, payloads, headers) -> None:
     nc = await nats.connect(args.url, connect_timeout=5)
     try:
+        if args.ensure_stream:
+            js = nc.jetstream(timeout=args.timeout)
+            try:
+                await js.stream_info(args.ensure_stream)
+            except NotFoundError:
+                subjects = args.stream_subjects or [args.subject]
+                await js.add_stream(name=args.ensure_stream, subjects=subjects)
         if args.jetstream:
             js = nc.jetstream(timeout=args.timeout)
             for p in payloads:
@@ -50,6 +62,8 @@ def main() -> None:
     ap.add_argument("--header", action="append", default=[], metavar="NAME=VALUE")
     ap.add_argument("--avro-schema", default=None, help="encode lines as Avro single-object with this schema")
     ap.add_argument("--jetstream", action="store_true", help="wait for a JetStream ack per message")
+    ap.add_argument("--ensure-stream", default=None, metavar="NAME", help="create this stream if missing")
+    ap.add_argument("--stream-subjects", action="append", default=[], help="subjects of --ensure-stream")
     ap.add_argument("--timeout", type=float, default=10.0)
     args = ap.parse_args()
 

@@ -145,7 +145,9 @@ fn find_bin(env_var: &str, name: &str, fallbacks: &[PathBuf]) -> PathBuf {
 }
 
 fn home_dir() -> PathBuf {
-    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"))
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"))
 }
 
 /// Opens (appending) the log file and returns (stdout, stderr) handles for a child.
@@ -212,7 +214,10 @@ impl NatsServer {
         let bin = find_bin(
             "NATS_SERVER_BIN",
             "nats-server",
-            &[PathBuf::from("/usr/sbin/nats-server"), PathBuf::from("/usr/bin/nats-server")],
+            &[
+                PathBuf::from("/usr/sbin/nats-server"),
+                PathBuf::from("/usr/bin/nats-server"),
+            ],
         );
         let dir = tempfile::Builder::new()
             .prefix("pb-nats-")
@@ -247,11 +252,16 @@ impl NatsServer {
         let log = self.log_path();
         let (mon, port) = (self.monitor_port, self.port);
         let child = self.child.as_mut().unwrap();
-        wait_until("nats-server JetStream health", READY_TIMEOUT, Some(&log), || {
-            assert_running(child, "nats-server", &log)
-                && http_status(mon, "/healthz?js-enabled-only=true") == Some(200)
-                && port_open(port)
-        });
+        wait_until(
+            "nats-server JetStream health",
+            READY_TIMEOUT,
+            Some(&log),
+            || {
+                assert_running(child, "nats-server", &log)
+                    && http_status(mon, "/healthz?js-enabled-only=true") == Some(200)
+                    && port_open(port)
+            },
+        );
     }
 
     /// `nats://127.0.0.1:PORT`
@@ -389,7 +399,10 @@ impl KafkaBroker {
             .args(["--advertised-listener-url", &listener])
             .args(["--storage-engine", &self.storage_url()])
             .current_dir(self.dir.path())
-            .env("RUST_LOG", std::env::var("TANSU_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("TANSU_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -399,9 +412,12 @@ impl KafkaBroker {
         let log = self.log_path();
         let port = self.port;
         let child = self.child.as_mut().unwrap();
-        wait_until("tansu ApiVersions response", READY_TIMEOUT, Some(&log), || {
-            assert_running(child, "tansu", &log) && kafka_api_versions_ok(port)
-        });
+        wait_until(
+            "tansu ApiVersions response",
+            READY_TIMEOUT,
+            Some(&log),
+            || assert_running(child, "tansu", &log) && kafka_api_versions_ok(port),
+        );
     }
 
     /// `127.0.0.1:PORT`
@@ -486,7 +502,9 @@ pub fn python() -> String {
 
 /// Path of `tests/py/<script>` in this crate.
 pub fn py_script(script: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py").join(script)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/py")
+        .join(script)
 }
 
 /// Runs `tests/py/<script> args...` (cwd: the crate root), asserts exit 0 and returns stdout.
@@ -496,6 +514,7 @@ pub fn run_python(script: &str, args: &[&str]) -> String {
         .arg(&path)
         .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("PYTHONDONTWRITEBYTECODE", "1") // no __pycache__ in tests/py
         .stdin(Stdio::null())
         .output()
         .unwrap_or_else(|e| panic!("spawn {} {}: {e}", python(), path.display()));

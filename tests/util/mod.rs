@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 /// A config from TOML text (the same path users take), with `data_dir` and a free HTTP port.
 pub fn config(data_dir: &Path, body: &str) -> Config {
+    init_logs();
     let text = format!(
         "data_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n{body}",
         data_dir.display()
@@ -88,4 +89,14 @@ pub fn check_chains(events: &[Value]) -> (usize, usize, BTreeMap<String, Vec<Val
         }
     }
     (seen.len(), dups, per_user)
+}
+
+/// Bridge logs in test output (shown for failing tests); level from RUST_LOG, default info.
+pub fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
 }
