@@ -10,8 +10,7 @@ use crate::config::{KafkaCommandsConfig, NatsCommandsConfig};
 use crate::connectors::{CommandOutcome, CommandTarget};
 use crate::metrics::{labels, Metrics};
 use crate::model::{
-    canonical_user, now_millis, Availability, Command, CommandAction, CommandResult,
-    CommandStatus,
+    canonical_user, now_millis, Availability, Command, CommandAction, CommandResult, CommandStatus,
 };
 use crate::shutdown::Shutdown;
 use crate::sinks::{subject_token, SinkHealth};
@@ -232,7 +231,11 @@ pub async fn run_kafka(
     use rdkafka::message::{Header, Message, OwnedHeaders};
     use rdkafka::producer::{FutureProducer, FutureRecord};
 
-    for t in [&config.topic, &config.results_topic, &config.dead_letter_topic] {
+    for t in [
+        &config.topic,
+        &config.results_topic,
+        &config.dead_letter_topic,
+    ] {
         if let Err(e) = ensure_topic(&config.brokers, &config.properties, t, 6, 1, false).await {
             tracing::warn!(topic = %t, error = %e, "could not create topic (it may be managed elsewhere)");
         }
@@ -423,25 +426,26 @@ pub async fn run_nats(
                 .await
                 .map(|_| ())
             }
-            Handled::DeadLetter(reason) => {
-                until_ok("publish dead letter", &mut shutdown, || {
-                    let mut h = async_nats::HeaderMap::new();
-                    h.insert("dead_letter_reason", reason.replace(['\r', '\n'], " ").as_str());
-                    h.insert("dead_letter_origin", msg.subject.as_str());
-                    let js = js.clone();
-                    let payload = msg.payload.clone();
-                    let subject = config.dead_letter_subject.clone();
-                    async move {
-                        js.publish_with_headers(subject, h, payload)
-                            .await
-                            .map_err(|e| e.to_string())?
-                            .await
-                            .map_err(|e| e.to_string())
-                    }
-                })
-                .await
-                .map(|_| ())
-            }
+            Handled::DeadLetter(reason) => until_ok("publish dead letter", &mut shutdown, || {
+                let mut h = async_nats::HeaderMap::new();
+                h.insert(
+                    "dead_letter_reason",
+                    reason.replace(['\r', '\n'], " ").as_str(),
+                );
+                h.insert("dead_letter_origin", msg.subject.as_str());
+                let js = js.clone();
+                let payload = msg.payload.clone();
+                let subject = config.dead_letter_subject.clone();
+                async move {
+                    js.publish_with_headers(subject, h, payload)
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+            })
+            .await
+            .map(|_| ()),
         };
         if sent.is_none() {
             break;
@@ -474,8 +478,12 @@ mod tests {
     #[test]
     fn validation_table() {
         assert_eq!(validate(&cmd()), Ok(()));
-        let cases: Vec<(Box<dyn Fn(&mut Command)>, &str)> = vec![
-            (Box::new(|c| c.command_id = " ".into()), "command_id is empty"),
+        type Mutation = Box<dyn Fn(&mut Command)>;
+        let cases: Vec<(Mutation, &str)> = vec![
+            (
+                Box::new(|c| c.command_id = " ".into()),
+                "command_id is empty",
+            ),
             (Box::new(|c| c.user = "".into()), "user is empty"),
             (Box::new(|c| c.availability = None), "needs an availability"),
             (

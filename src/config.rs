@@ -460,8 +460,7 @@ impl Config {
     /// Checks what serde cannot: names each bad key and the fix.
     pub fn validate(&self) -> Vec<String> {
         let mut p = Vec::new();
-        if self.sinks.archive.is_none() && self.sinks.kafka.is_none() && self.sinks.nats.is_none()
-        {
+        if self.sinks.archive.is_none() && self.sinks.kafka.is_none() && self.sinks.nats.is_none() {
             p.push(
                 "no sink configured: add [sinks.archive] (local files), [sinks.kafka] or [sinks.nats]"
                     .to_string(),
@@ -487,7 +486,9 @@ impl Config {
                 p.push("sinks.kafka.brokers is empty: set it to host:port[,host:port]".into());
             }
             if k.topic.trim().is_empty() {
-                p.push("sinks.kafka.topic is empty: name a topic, e.g. \"presence.changes\"".into());
+                p.push(
+                    "sinks.kafka.topic is empty: name a topic, e.g. \"presence.changes\"".into(),
+                );
             }
         }
         if let Some(n) = &self.sinks.nats {
@@ -520,7 +521,9 @@ impl Config {
                 ));
             }
             if name.is_empty() || name.contains(['\0', '.', '*', '>', ' ']) {
-                p.push(format!("connector name `{name}`: use letters, digits, - and _"));
+                p.push(format!(
+                    "connector name `{name}`: use letters, digits, - and _"
+                ));
             }
         }
         for (name, c) in &self.connectors.synthetic {
@@ -568,14 +571,10 @@ fn substitute(table: &mut toml::Table, prefix: &str, problems: &mut Vec<String>)
 
 fn substitute_value(v: &mut toml::Value, key: &str, problems: &mut Vec<String>) {
     match v {
-        toml::Value::String(s) => {
-            if s.contains("${") {
-                match expand(s) {
-                    Ok(new) => *s = new,
-                    Err(e) => problems.push(format!("{key}: {e}")),
-                }
-            }
-        }
+        toml::Value::String(s) if s.contains("${") => match expand(s) {
+            Ok(new) => *s = new,
+            Err(e) => problems.push(format!("{key}: {e}")),
+        },
         toml::Value::Table(t) => substitute(t, key, problems),
         toml::Value::Array(a) => {
             for (i, item) in a.iter_mut().enumerate() {

@@ -46,10 +46,7 @@ async fn ready(State(state): State<HttpState>) -> impl IntoResponse {
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "not ready\n{}\noutbox_depth {depth}\n",
-                reasons.join("\n")
-            ),
+            format!("not ready\n{}\noutbox_depth {depth}\n", reasons.join("\n")),
         )
     }
 }

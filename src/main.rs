@@ -10,7 +10,11 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
-#[command(name = "presence-bridge", version, about = "Presence sources → Avro change events on Kafka, NATS and a local archive")]
+#[command(
+    name = "presence-bridge",
+    version,
+    about = "Presence sources → Avro change events on Kafka, NATS and a local archive"
+)]
 struct Cli {
     /// Log format: `text` or `json`. Level from RUST_LOG (default info).
     #[arg(long, global = true, default_value = "text")]
@@ -72,31 +76,29 @@ fn init_tracing(format: &str, default_level: &str) {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Cmd::CheckConfig { file } => {
-            match Config::load(&file) {
-                Ok(c) => {
-                    println!(
-                        "{}: OK ({} connector(s), sinks: {})",
-                        file.display(),
-                        c.connectors.names().len(),
-                        [
-                            c.sinks.archive.as_ref().map(|_| "archive"),
-                            c.sinks.kafka.as_ref().map(|_| "kafka"),
-                            c.sinks.nats.as_ref().map(|_| "nats"),
-                        ]
-                        .into_iter()
-                        .flatten()
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                    );
-                    Ok(())
-                }
-                Err(e) => {
-                    eprintln!("{e}");
-                    std::process::exit(2);
-                }
+        Cmd::CheckConfig { file } => match Config::load(&file) {
+            Ok(c) => {
+                println!(
+                    "{}: OK ({} connector(s), sinks: {})",
+                    file.display(),
+                    c.connectors.names().len(),
+                    [
+                        c.sinks.archive.as_ref().map(|_| "archive"),
+                        c.sinks.kafka.as_ref().map(|_| "kafka"),
+                        c.sinks.nats.as_ref().map(|_| "nats"),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+                );
+                Ok(())
             }
-        }
+            Err(e) => {
+                eprintln!("{e}");
+                std::process::exit(2);
+            }
+        },
         Cmd::Schemas { out } => {
             for s in codec::all_schemas() {
                 match &out {
@@ -254,7 +256,9 @@ async fn demo(cfg: Config, duration: Option<Duration>) -> anyhow::Result<()> {
 fn published_total(metrics: &str) -> u64 {
     metrics
         .lines()
-        .filter(|l| l.starts_with("presence_events_published_total{") && l.contains("sink=\"archive\""))
+        .filter(|l| {
+            l.starts_with("presence_events_published_total{") && l.contains("sink=\"archive\"")
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64
 }

@@ -124,11 +124,7 @@ impl Metrics {
             "Connector failures, by connector and error type",
             connector_errors.clone(),
         );
-        registry.register(
-            "commands",
-            "Commands handled, by status",
-            commands.clone(),
-        );
+        registry.register("commands", "Commands handled, by status", commands.clone());
         registry.register(
             "dead_letters",
             "Commands sent to the dead-letter topic, by reason",

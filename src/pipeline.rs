@@ -241,9 +241,7 @@ impl Pipeline {
         let n = pending.len();
         self.cache.extend(overlay);
         self.signals.head.send_replace(head);
-        self.metrics
-            .outbox_depth
-            .set(self.signals.depth() as i64);
+        self.metrics.outbox_depth.set(self.signals.depth() as i64);
         Ok(n)
     }
 
@@ -339,7 +337,10 @@ mod tests {
         };
         // first sight → SNAPSHOT seq 1, no previous
         let c = make_change(None, &obs("u", Availability::Away)).unwrap();
-        assert_eq!((c.op, c.sequence, c.previous), (ChangeOp::Snapshot, 1, None));
+        assert_eq!(
+            (c.op, c.sequence, c.previous),
+            (ChangeOp::Snapshot, 1, None)
+        );
         // same state → nothing
         assert!(make_change(Some(&busy), &obs("u", Availability::Busy)).is_none());
         // different → CHANGE seq+1 with previous
@@ -366,7 +367,12 @@ mod tests {
         };
         {
             let store = Store::open(&path, &["x".into()]).unwrap();
-            let mut p = Pipeline::new(store.clone(), settings(), m.clone(), OutboxSignals::new(1, 1));
+            let mut p = Pipeline::new(
+                store.clone(),
+                settings(),
+                m.clone(),
+                OutboxSignals::new(1, 1),
+            );
             let n = p
                 .handle_batch(&[
                     obs("a", Availability::Busy),
@@ -378,9 +384,18 @@ mod tests {
             assert_eq!(n, 3);
         }
         let store = Store::open(&path, &["x".into()]).unwrap();
-        let mut p = Pipeline::new(store.clone(), settings(), m.clone(), OutboxSignals::new(4, 1));
+        let mut p = Pipeline::new(
+            store.clone(),
+            settings(),
+            m.clone(),
+            OutboxSignals::new(4, 1),
+        );
         assert_eq!(p.handle_batch(&[obs("a", Availability::Away)]).unwrap(), 0);
-        assert_eq!(p.handle_batch(&[obs("a", Availability::Available)]).unwrap(), 1);
+        assert_eq!(
+            p.handle_batch(&[obs("a", Availability::Available)])
+                .unwrap(),
+            1
+        );
         let entries = store.read_outbox(1, 100).unwrap();
         let changes: Vec<PresenceChange> = entries
             .iter()
@@ -393,6 +408,9 @@ mod tests {
             assert_eq!(w[1].previous.as_ref(), Some(&w[0].current));
         }
         let text = m.render();
-        assert!(text.contains("presence_unchanged_dropped_total{connector=\"s\"} 2"), "{text}");
+        assert!(
+            text.contains("presence_unchanged_dropped_total{connector=\"s\"} 2"),
+            "{text}"
+        );
     }
 }

@@ -44,7 +44,11 @@ impl Publisher {
         let mut cursor = blocking(move || store.cursor(&n)).await?;
         let mut head_rx = self.signals.head.subscribe();
         let mut done_rx = self.signals.done.subscribe();
-        let up = self.metrics.sink_up.get_or_create(&labels([("sink", &name)])).clone();
+        let up = self
+            .metrics
+            .sink_up
+            .get_or_create(&labels([("sink", &name)]))
+            .clone();
         let latency = self
             .metrics
             .publish_latency

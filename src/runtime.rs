@@ -255,8 +255,10 @@ pub async fn start(config: Config) -> Result<BridgeHandle, BridgeError> {
     // Connectors
     let sender = ObservationSender::new(tx);
     let mut connector_tasks = JoinSet::new();
-    let targets: Vec<Arc<dyn CommandTarget>> =
-        connectors.iter().filter_map(|c| c.command_target()).collect();
+    let targets: Vec<Arc<dyn CommandTarget>> = connectors
+        .iter()
+        .filter_map(|c| c.command_target())
+        .collect();
     for c in connectors {
         let ctx = ConnectorContext {
             observations: sender.clone(),

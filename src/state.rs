@@ -221,12 +221,14 @@ impl Store {
         };
         match table.get(key)? {
             None => Ok(None),
-            Some(v) => serde_json::from_slice(v.value())
-                .map(Some)
-                .map_err(|e| StoreError::Corrupt {
-                    key: key.replace('\0', "/"),
-                    reason: e.to_string(),
-                }),
+            Some(v) => {
+                serde_json::from_slice(v.value())
+                    .map(Some)
+                    .map_err(|e| StoreError::Corrupt {
+                        key: key.replace('\0', "/"),
+                        reason: e.to_string(),
+                    })
+            }
         }
     }
 
@@ -405,12 +407,14 @@ impl Store {
         };
         match table.get(command_id)? {
             None => Ok(None),
-            Some(v) => serde_json::from_slice(v.value())
-                .map(Some)
-                .map_err(|e| StoreError::Corrupt {
-                    key: format!("command/{command_id}"),
-                    reason: e.to_string(),
-                }),
+            Some(v) => {
+                serde_json::from_slice(v.value())
+                    .map(Some)
+                    .map_err(|e| StoreError::Corrupt {
+                        key: format!("command/{command_id}"),
+                        reason: e.to_string(),
+                    })
+            }
         }
     }
 
@@ -482,7 +486,11 @@ mod tests {
 
         let st = store.ack("a", 6).unwrap();
         assert_eq!(st, OutboxStats { head: 6, tail: 1 });
-        assert_eq!(store.read_outbox(1, 100).unwrap().len(), 5, "b still needs them");
+        assert_eq!(
+            store.read_outbox(1, 100).unwrap().len(),
+            5,
+            "b still needs them"
+        );
         let st = store.ack("b", 3).unwrap();
         assert_eq!(st.depth(), 3);
         assert_eq!(store.read_outbox(0, 100).unwrap()[0].id, 3);

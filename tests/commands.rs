@@ -77,7 +77,11 @@ fn check_dead_letters(reasons: &[String]) {
 /// The applied commands came back as change events with the right previous state.
 fn check_changes(values: &[Value]) {
     let alice: Vec<&Value> = values.iter().filter(|v| v["user"] == ALICE).collect();
-    assert_eq!(alice.len(), 2, "snapshot + the commanded change (c1 applied once)");
+    assert_eq!(
+        alice.len(),
+        2,
+        "snapshot + the commanded change (c1 applied once)"
+    );
     assert_eq!(alice[1]["current"]["availability"], "DO_NOT_DISTURB");
     assert_eq!(alice[1]["current"]["note"], "focus");
     assert_eq!(alice[1]["previous"], alice[0]["current"]);
@@ -190,7 +194,10 @@ max_changes = 0
     ));
     // Dead letters keep the command's key (one partition): order them by origin offset.
     let origin = |d: &Value| -> (String, i64) {
-        let o = d["headers"]["dead_letter_origin"].as_str().unwrap().to_string();
+        let o = d["headers"]["dead_letter_origin"]
+            .as_str()
+            .unwrap()
+            .to_string();
         let (tp, off) = o.rsplit_once('/').unwrap();
         (tp.to_string(), off.parse().unwrap())
     };
@@ -201,13 +208,25 @@ max_changes = 0
     }
     let reasons: Vec<String> = dlq
         .iter()
-        .map(|d| d["headers"]["dead_letter_reason"].as_str().unwrap().to_string())
+        .map(|d| {
+            d["headers"]["dead_letter_reason"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     check_dead_letters(&reasons);
 
     let changes = json_lines(&run_python(
         "consume_kafka.py",
-        &["--bootstrap", &b, "--topic", "presence.changes", "--count", "5"],
+        &[
+            "--bootstrap",
+            &b,
+            "--topic",
+            "presence.changes",
+            "--count",
+            "5",
+        ],
     ));
     let values: Vec<Value> = changes.iter().map(|c| c["value"].clone()).collect();
     check_changes(&values);
@@ -243,7 +262,10 @@ max_changes = 0
     let avro = write_lines(dir.path(), "cmds-avro.jsonl", &[AVRO_COMMAND]);
     for (file, extra) in [
         (&json, vec![]),
-        (&avro, vec!["--avro-schema".to_string(), schema("presence_command")]),
+        (
+            &avro,
+            vec!["--avro-schema".to_string(), schema("presence_command")],
+        ),
     ] {
         let mut args = vec![
             "--url",
@@ -303,7 +325,12 @@ max_changes = 0
     ));
     let reasons: Vec<String> = dlq
         .iter()
-        .map(|d| d["headers"]["dead_letter_reason"].as_str().unwrap().to_string())
+        .map(|d| {
+            d["headers"]["dead_letter_reason"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     check_dead_letters(&reasons);
 

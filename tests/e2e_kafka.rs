@@ -14,7 +14,12 @@ use util::{check_chains, config, published, wait_for};
 
 const USERS: usize = 15;
 
-fn consume(broker: &KafkaBroker, topic: &str, count: u64, extra: &[&str]) -> Vec<serde_json::Value> {
+fn consume(
+    broker: &KafkaBroker,
+    topic: &str,
+    count: u64,
+    extra: &[&str],
+) -> Vec<serde_json::Value> {
     let mut args = vec![
         "--bootstrap".to_string(),
         broker.bootstrap(),
@@ -55,9 +60,11 @@ seed = 5
     let handle = runtime::start(cfg).await.unwrap();
     let total = USERS as u64 + changes;
     let m = handle.metrics.clone();
-    wait_for("all events acknowledged by Kafka", Duration::from_secs(60), || {
-        published(&m.render(), "kafka") == total
-    })
+    wait_for(
+        "all events acknowledged by Kafka",
+        Duration::from_secs(60),
+        || published(&m.render(), "kafka") == total,
+    )
     .await;
     handle.shutdown();
     handle.wait().await.unwrap();
@@ -119,15 +126,19 @@ repeat_ratio = 0.0
     })
     .await;
     broker.stop();
-    wait_for("outbox to grow while the broker is down", Duration::from_secs(30), || {
-        handle.outbox_depth() >= 300
-    })
+    wait_for(
+        "outbox to grow while the broker is down",
+        Duration::from_secs(30),
+        || handle.outbox_depth() >= 300,
+    )
     .await;
     broker.restart();
     let total = USERS as u64 + changes;
-    wait_for("outbox drained after the broker returned", Duration::from_secs(120), || {
-        published(&m.render(), "kafka") >= total && handle.outbox_depth() == 0
-    })
+    wait_for(
+        "outbox drained after the broker returned",
+        Duration::from_secs(120),
+        || published(&m.render(), "kafka") >= total && handle.outbox_depth() == 0,
+    )
     .await;
     handle.shutdown();
     handle.wait().await.unwrap();
@@ -140,16 +151,19 @@ repeat_ratio = 0.0
     assert_eq!(distinct as u64, total, "every change arrived");
 }
 
+/// (subject, schema) pairs the registry double was asked to register.
+type Registered = Arc<Mutex<Vec<(String, String)>>>;
+
 /// A Confluent Schema Registry test double: `POST /subjects/{s}/versions` → `{"id": N}`.
-async fn registry_double() -> (String, Arc<Mutex<Vec<(String, String)>>>) {
+async fn registry_double() -> (String, Registered) {
     use axum::extract::{Path, State};
     use axum::routing::post;
-    let seen: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let seen: Registered = Arc::default();
     let app = axum::Router::new()
         .route(
             "/subjects/{subject}/versions",
             post(
-                |State(seen): State<Arc<Mutex<Vec<(String, String)>>>>,
+                |State(seen): State<Registered>,
                  Path(subject): Path<String>,
                  body: axum::body::Bytes| async move {
                     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();

@@ -36,10 +36,14 @@ seed = 11
     let handle = runtime::start(cfg).await.unwrap();
     let total = USERS as u64 + changes;
     let m = handle.metrics.clone();
-    wait_for("all events on NATS and in the archive", Duration::from_secs(60), || {
-        let t = m.render();
-        published(&t, "nats") == total && published(&t, "archive") == total
-    })
+    wait_for(
+        "all events on NATS and in the archive",
+        Duration::from_secs(60),
+        || {
+            let t = m.render();
+            published(&t, "nats") == total && published(&t, "archive") == total
+        },
+    )
     .await;
 
     // Operations endpoints while running.
@@ -55,7 +59,11 @@ seed = 11
         util::metric_sum(&text, "presence_changes_total", &["op=\"SNAPSHOT\""]) as usize,
         USERS
     );
-    assert_eq!(handle.outbox_depth(), 0, "acknowledged entries leave the outbox");
+    assert_eq!(
+        handle.outbox_depth(),
+        0,
+        "acknowledged entries leave the outbox"
+    );
 
     handle.shutdown();
     handle.wait().await.unwrap();
@@ -144,9 +152,11 @@ repeat_ratio = 0.0
 
     nats.stop();
     let before = published(&m.render(), "nats");
-    wait_for("outbox to grow while NATS is down", Duration::from_secs(30), || {
-        handle.outbox_depth() >= 200
-    })
+    wait_for(
+        "outbox to grow while NATS is down",
+        Duration::from_secs(30),
+        || handle.outbox_depth() >= 200,
+    )
     .await;
     wait_for("/ready to report 503", Duration::from_secs(30), || {
         support::http_status(port, "/ready") == Some(503)
@@ -156,9 +166,11 @@ repeat_ratio = 0.0
 
     nats.restart();
     let total = USERS as u64 + changes;
-    wait_for("everything published after NATS returned", Duration::from_secs(90), || {
-        published(&m.render(), "nats") >= total && handle.outbox_depth() == 0
-    })
+    wait_for(
+        "everything published after NATS returned",
+        Duration::from_secs(90),
+        || published(&m.render(), "nats") >= total && handle.outbox_depth() == 0,
+    )
     .await;
     wait_for("/ready back to 200", Duration::from_secs(30), || {
         support::http_status(port, "/ready") == Some(200)
@@ -186,5 +198,8 @@ repeat_ratio = 0.0
         .collect();
     let (distinct, dups, _) = check_chains(&values);
     assert_eq!(distinct as u64, total, "every change arrived");
-    assert_eq!(dups, 0, "JetStream de-duplicated re-publishes by Nats-Msg-Id");
+    assert_eq!(
+        dups, 0,
+        "JetStream de-duplicated re-publishes by Nats-Msg-Id"
+    );
 }

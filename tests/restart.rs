@@ -19,7 +19,8 @@ fn metrics(port: u16) -> Option<String> {
     use std::io::Write;
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .ok()?;
     let mut body = String::new();
     s.read_to_string(&mut body).ok()?;
     Some(body)
@@ -55,7 +56,10 @@ fn wait_published(port: u16, at_least: u64, child: &mut Child, log: &Path) {
                 std::fs::read_to_string(log).unwrap_or_default()
             );
         }
-        assert!(Instant::now() < deadline, "timed out waiting for {at_least} events");
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {at_least} events"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -173,5 +177,9 @@ fn check_config_names_each_bad_key_and_the_fix() {
         .args(["check-config", good])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

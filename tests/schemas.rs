@@ -146,8 +146,7 @@ fn encoder_matches_apache_avro_for_every_record_type() {
 
 #[test]
 fn rust_enum_order_is_the_schema_symbol_order() {
-    let state: serde_json::Value =
-        serde_json::from_str(codec::PRESENCE_STATE_AVSC).unwrap();
+    let state: serde_json::Value = serde_json::from_str(codec::PRESENCE_STATE_AVSC).unwrap();
     let symbols = |field: usize| -> Vec<String> {
         let t = &state["fields"][field]["type"];
         let e = if t.is_array() { &t[1] } else { t };
@@ -158,7 +157,10 @@ fn rust_enum_order_is_the_schema_symbol_order() {
             .map(|s| s.as_str().unwrap().to_string())
             .collect()
     };
-    let avail: Vec<String> = Availability::ALL.iter().map(|a| a.as_str().into()).collect();
+    let avail: Vec<String> = Availability::ALL
+        .iter()
+        .map(|a| a.as_str().into())
+        .collect();
     assert_eq!(symbols(0), avail);
     let act: Vec<String> = Activity::ALL.iter().map(|a| a.as_str().into()).collect();
     assert_eq!(symbols(1), act);
@@ -223,8 +225,7 @@ fn every_optional_field_and_enum_has_a_default() {
 
 #[test]
 fn state_record_is_the_same_in_both_schemas() {
-    let change: serde_json::Value =
-        serde_json::from_str(codec::PRESENCE_CHANGE_AVSC).unwrap();
+    let change: serde_json::Value = serde_json::from_str(codec::PRESENCE_CHANGE_AVSC).unwrap();
     let state: serde_json::Value = serde_json::from_str(codec::PRESENCE_STATE_AVSC).unwrap();
     let mut in_change = change["fields"]
         .as_array()
@@ -264,7 +265,10 @@ fn current_schemas_read_every_committed_earlier_version() {
             checked += 1;
         }
     }
-    assert!(checked >= 4, "expected a committed earlier version of each schema");
+    assert!(
+        checked >= 4,
+        "expected a committed earlier version of each schema"
+    );
 }
 
 /// The check above can fail: a field added without a default breaks old data.
@@ -292,7 +296,9 @@ fn hostile_command_bytes_are_errors_not_panics() {
         vec![],
         vec![0xC3, 0x01],
         vec![0xC3, 0x01, 0, 0, 0, 0, 0, 0, 0, 0],
-        vec![0, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f],
+        vec![
+            0, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f,
+        ],
         b"{".to_vec(),
         b"{\"command_id\": 5}".to_vec(),
         b"{\"command_id\":\"x\",\"user\":\"u\",\"availability\":\"SLEEPY\"}".to_vec(),
@@ -359,7 +365,11 @@ for path in sys.argv[1:]:
             .args(&paths)
             .output()
             .expect("python3 with fastavro (installed by .ci/run)");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let theirs: Vec<String> = String::from_utf8(out.stdout)
             .unwrap()
             .lines()

@@ -24,7 +24,10 @@ impl ser::Error for AvroSerError {
 }
 
 /// Appends the Avro binary encoding of `value` to `out`.
-pub fn write_datum<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Result<(), AvroSerError> {
+pub fn write_datum<T: Serialize + ?Sized>(
+    out: &mut Vec<u8>,
+    value: &T,
+) -> Result<(), AvroSerError> {
     value.serialize(&mut AvroSerializer { out })
 }
 
@@ -320,8 +323,14 @@ mod tests {
             (2, vec![0x04]),
             (-64, vec![0x7f]),
             (64, vec![0x80, 0x01]),
-            (i64::MAX, vec![0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]),
-            (i64::MIN, vec![0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]),
+            (
+                i64::MAX,
+                vec![0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01],
+            ),
+            (
+                i64::MIN,
+                vec![0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01],
+            ),
         ] {
             let mut out = Vec::new();
             write_long(&mut out, v);
@@ -337,7 +346,11 @@ mod tests {
         write_datum(&mut out, &(Some(1i64), None::<i64>, m)).unwrap();
         assert_eq!(out, vec![2, 2, 0, 2, 2, b'a', 2, b'b', 0]);
         let mut out = Vec::new();
-        write_datum(&mut out, &std::collections::BTreeMap::<String, String>::new()).unwrap();
+        write_datum(
+            &mut out,
+            &std::collections::BTreeMap::<String, String>::new(),
+        )
+        .unwrap();
         assert_eq!(out, vec![0]);
     }
 }

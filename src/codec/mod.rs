@@ -278,8 +278,14 @@ impl Framing {
 /// A framed payload split into its parts, without trusting it.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Unframed<'a> {
-    SingleObject { fingerprint: u64, datum: &'a [u8] },
-    Confluent { schema_id: u32, datum: &'a [u8] },
+    SingleObject {
+        fingerprint: u64,
+        datum: &'a [u8],
+    },
+    Confluent {
+        schema_id: u32,
+        datum: &'a [u8],
+    },
     /// Not Avro framing: the caller may try JSON.
     Other(&'a [u8]),
 }

@@ -143,7 +143,10 @@ fn read_long<R: Read>(r: &mut R) -> io::Result<i64> {
         let mut b = [0u8; 1];
         r.read_exact(&mut b)?;
         if shift >= 64 {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "varint too long"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "varint too long",
+            ));
         }
         n |= ((b[0] & 0x7f) as u64) << shift;
         if b[0] & 0x80 == 0 {

@@ -69,10 +69,13 @@ pub async fn connect(
         opts = opts.user_and_password(u.clone(), p.expose().to_string());
     }
     if let Some(f) = &auth.credentials_file {
-        opts = opts.credentials_file(f).await.map_err(|e| SinkError::Setup {
-            sink: "nats".into(),
-            reason: format!("credentials file {}: {e}", f.display()),
-        })?;
+        opts = opts
+            .credentials_file(f)
+            .await
+            .map_err(|e| SinkError::Setup {
+                sink: "nats".into(),
+                reason: format!("credentials file {}: {e}", f.display()),
+            })?;
     }
     opts.connect(url).await.map_err(unavailable)
 }

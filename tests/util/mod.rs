@@ -31,7 +31,11 @@ pub async fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool
 /// Sum of a counter family's samples whose labels contain every `needle`.
 pub fn metric_sum(text: &str, name: &str, needles: &[&str]) -> f64 {
     text.lines()
-        .filter(|l| l.starts_with(name) && (l.as_bytes().get(name.len()) == Some(&b'{') || l.as_bytes().get(name.len()) == Some(&b' ')))
+        .filter(|l| {
+            l.starts_with(name)
+                && (l.as_bytes().get(name.len()) == Some(&b'{')
+                    || l.as_bytes().get(name.len()) == Some(&b' '))
+        })
         .filter(|l| needles.iter().all(|n| l.contains(n)))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
@@ -87,17 +91,31 @@ pub fn check_chains(events: &[Value]) -> (usize, usize, BTreeMap<String, Vec<Val
     for (user, evs) in &per_user {
         for (i, e) in evs.iter().enumerate() {
             let seq = e["sequence"].as_i64().unwrap();
-            assert_eq!(seq, i as i64 + 1, "{user}: sequence out of order or with a hole");
+            assert_eq!(
+                seq,
+                i as i64 + 1,
+                "{user}: sequence out of order or with a hole"
+            );
             if i == 0 {
-                assert_eq!(e["op"], "SNAPSHOT", "{user}: first event must be a SNAPSHOT");
+                assert_eq!(
+                    e["op"], "SNAPSHOT",
+                    "{user}: first event must be a SNAPSHOT"
+                );
                 assert!(e["previous"].is_null(), "{user}: SNAPSHOT with a previous");
             } else {
-                assert_eq!(e["op"], "CHANGE", "{user} seq {seq}: later events are CHANGEs");
                 assert_eq!(
-                    e["previous"], evs[i - 1]["current"],
+                    e["op"], "CHANGE",
+                    "{user} seq {seq}: later events are CHANGEs"
+                );
+                assert_eq!(
+                    e["previous"],
+                    evs[i - 1]["current"],
                     "{user} seq {seq}: previous is not the last current"
                 );
-                assert_ne!(e["previous"], e["current"], "{user} seq {seq}: unchanged event");
+                assert_ne!(
+                    e["previous"], e["current"],
+                    "{user} seq {seq}: unchanged event"
+                );
             }
         }
     }

@@ -98,7 +98,9 @@ impl SyntheticConfig {
             p.push(format!("{key}.repeat_ratio must be between 0 and 1"));
         }
         if self.domain.is_empty() || self.domain.contains('@') {
-            p.push(format!("{key}.domain must be a domain like \"example.com\""));
+            p.push(format!(
+                "{key}.domain must be a domain like \"example.com\""
+            ));
         }
         p
     }
@@ -122,7 +124,8 @@ const AVAIL_CHOICES: [Availability; 8] = [
 /// A random but plausible state, with the "raw" values a source would carry.
 fn random_state(rng: &mut fastrand::Rng) -> PresenceState {
     let availability = AVAIL_CHOICES[rng.usize(..AVAIL_CHOICES.len())];
-    let mut s = PresenceState::new(availability).with_raw("availability", format!("{availability:?}"));
+    let mut s =
+        PresenceState::new(availability).with_raw("availability", format!("{availability:?}"));
     if availability == Availability::Busy {
         let act = [
             Activity::InACall,
@@ -268,7 +271,7 @@ impl Connector for SyntheticConnector {
                 }
                 _ = interval.tick(), if !unlimited && !done => {
                     budget += per_tick;
-                    while budget >= 1.0 && !self.config.max_changes.is_some_and(|m| emitted >= m) {
+                    while budget >= 1.0 && self.config.max_changes.is_none_or(|m| emitted < m) {
                         budget -= 1.0;
                         let obs = self.next_change(&mut rng, &mut emitted);
                         if ctx.observations.send(obs).await.is_err() { return Ok(()); }
@@ -339,13 +342,12 @@ impl CommandTarget for SyntheticCommands {
 
     async fn apply(&self, cmd: &Command) -> CommandOutcome {
         let new_state = match cmd.action {
-            CommandAction::ClearPresence => PresenceState::new(Availability::Available)
-                .with_raw("availability", "Available"),
+            CommandAction::ClearPresence => {
+                PresenceState::new(Availability::Available).with_raw("availability", "Available")
+            }
             CommandAction::SetPresence => {
                 let Some(a) = cmd.availability else {
-                    return CommandOutcome::Rejected(
-                        "SET_PRESENCE needs an availability".into(),
-                    );
+                    return CommandOutcome::Rejected("SET_PRESENCE needs an availability".into());
                 };
                 if a == Availability::Unknown {
                     return CommandOutcome::Rejected(
