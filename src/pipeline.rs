@@ -413,4 +413,74 @@ mod tests {
             "{text}"
         );
     }
+
+    #[test]
+    fn full_outbox_drop_oldest_counts_and_keeps_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb"), &["x".into()]).unwrap();
+        let m = Metrics::new();
+        let signals = OutboxSignals::new(1, 1);
+        let mut p = Pipeline::new(
+            store.clone(),
+            PipelineSettings {
+                batch_size: 10,
+                max_entries: 5,
+                when_full: WhenFull::DropOldest,
+            },
+            m.clone(),
+            signals.clone(),
+        );
+        for i in 0..8 {
+            p.handle_batch(&[obs(&format!("u{i}"), Availability::Busy)])
+                .unwrap();
+        }
+        assert_eq!(signals.depth(), 5);
+        let left: Vec<String> = store
+            .read_outbox(0, 100)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.user)
+            .collect();
+        assert_eq!(left, ["u3", "u4", "u5", "u6", "u7"]);
+        assert!(m.render().contains("presence_outbox_dropped_total 3"));
+    }
+
+    #[test]
+    fn full_outbox_block_waits_until_a_sink_acks() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb"), &["x".into()]).unwrap();
+        let signals = OutboxSignals::new(1, 1);
+        let mut p = Pipeline::new(
+            store.clone(),
+            PipelineSettings {
+                batch_size: 10,
+                max_entries: 2,
+                when_full: WhenFull::Block,
+            },
+            Metrics::new(),
+            signals.clone(),
+        );
+        p.handle_batch(&[obs("a", Availability::Busy), obs("b", Availability::Busy)])
+            .unwrap();
+        // The third change must wait for room: run it on another thread and ack from here.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let t = std::thread::spawn(move || {
+            p.handle_batch(&[obs("c", Availability::Busy)]).unwrap();
+            tx.send(()).unwrap();
+        });
+        let blocked = |s: &OutboxSignals| s.blocked.load(Ordering::Relaxed);
+        while !blocked(&signals) {
+            std::thread::yield_now();
+        }
+        assert!(
+            rx.try_recv().is_err(),
+            "intake is paused while the outbox is full"
+        );
+        let stats = store.ack("x", 2).unwrap();
+        signals.set_tail(stats.tail);
+        rx.recv().unwrap();
+        t.join().unwrap();
+        assert!(!blocked(&signals));
+        assert_eq!(store.read_outbox(0, 10).unwrap().len(), 2, "b and c");
+    }
 }

@@ -290,6 +290,27 @@ pub async fn start(config: Config) -> Result<BridgeHandle, BridgeError> {
         ));
     }
 
+    // Gauges that are cheaper to sample than to keep exact: store size and outbox depth.
+    {
+        let metrics = metrics.clone();
+        let signals = signals.clone();
+        let path = config.store_path();
+        let mut stop = shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.recv() => break,
+                }
+                if let Ok(m) = tokio::fs::metadata(&path).await {
+                    metrics.spool_bytes.set(m.len() as i64);
+                }
+                metrics.outbox_depth.set(signals.depth() as i64);
+            }
+        });
+    }
+
     let shutdown_timeout = config.outbox.shutdown_timeout;
     let sig = signals.clone();
     let mut shutdown_wait: Shutdown = shutdown.clone();
