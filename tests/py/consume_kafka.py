@@ -31,6 +31,12 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=30.0)
     ap.add_argument("--group", default=None, help="consumer group (default: a fresh random one)")
     ap.add_argument("--raw", action="store_true", help="do not decode: print the value as hex")
+    ap.add_argument(
+        "--to-end",
+        action="store_true",
+        help="after --count messages, go on to the end of every partition (the topic may hold "
+        "more copies than were acknowledged, e.g. a broker-side retry during an outage)",
+    )
     add_framing_args(ap)
     args = ap.parse_args()
 
@@ -49,11 +55,24 @@ def main() -> None:
     consumer.subscribe([args.topic])
     received = 0
     deadline = time.monotonic() + args.timeout
+    ends = None  # partition -> high watermark, taken once --count is reached (--to-end)
+
+    def at_end() -> bool:
+        nonlocal ends
+        if ends is None:
+            ends = {}
+            for tp in consumer.assignment():
+                _, high = consumer.get_watermark_offsets(tp, timeout=10)
+                ends[tp.partition] = high
+        positions = {tp.partition: tp.offset for tp in consumer.position(consumer.assignment())}
+        return all(positions.get(p, -1) >= high or high == 0 for p, high in ends.items())
+
     try:
-        while received < args.count:
+        while received < args.count or (args.to_end and not at_end()):
             left = deadline - time.monotonic()
             if left <= 0:
-                die(f"timeout after {args.timeout}s: received {received} of {args.count} message(s) from {args.topic}", 1)
+                what = "the end of every partition" if received >= args.count else f"{args.count} message(s)"
+                die(f"timeout after {args.timeout}s waiting for {what}: received {received} from {args.topic}", 1)
             msg = consumer.poll(min(left, 1.0))
             if msg is None:
                 continue
