@@ -326,6 +326,21 @@ impl Store {
         self.compact(Durability::None)
     }
 
+    /// Oldest entry some configured sink still needs (`head` when all are caught up).
+    fn tail<T: ReadableTable<&'static str, u64>>(
+        &self,
+        cursors: &T,
+        head: u64,
+    ) -> Result<u64, StoreError> {
+        let mut tail = head;
+        for s in self.sinks.iter() {
+            if let Some(c) = cursors.get(s.as_str())? {
+                tail = tail.min(c.value());
+            }
+        }
+        Ok(tail)
+    }
+
     /// Deletes outbox entries below every sink's cursor and returns the counts.
     fn compact(&self, durability: Durability) -> Result<OutboxStats, StoreError> {
         let mut txn = self.db.begin_write()?;
@@ -335,12 +350,7 @@ impl Store {
             let meta = txn.open_table(META)?;
             let head = meta.get(NEXT_ID)?.map(|v| v.value()).unwrap_or(1);
             let cursors = txn.open_table(CURSORS)?;
-            let mut tail = head;
-            for s in self.sinks.iter() {
-                if let Some(c) = cursors.get(s.as_str())? {
-                    tail = tail.min(c.value());
-                }
-            }
+            let tail = self.tail(&cursors, head)?;
             let mut outbox = txn.open_table(OUTBOX)?;
             outbox.retain_in(..tail, |_, _| false)?;
             stats = OutboxStats { head, tail };
@@ -354,12 +364,7 @@ impl Store {
         let meta = txn.open_table(META)?;
         let head = meta.get(NEXT_ID)?.map(|v| v.value()).unwrap_or(1);
         let cursors = txn.open_table(CURSORS)?;
-        let mut tail = head;
-        for s in self.sinks.iter() {
-            if let Some(c) = cursors.get(s.as_str())? {
-                tail = tail.min(c.value());
-            }
-        }
+        let tail = self.tail(&cursors, head)?;
         Ok(OutboxStats { head, tail })
     }
 
@@ -370,19 +375,14 @@ impl Store {
         txn.set_durability(Durability::Immediate)?;
         let dropped;
         {
-            let stats = {
+            let head = {
                 let meta = txn.open_table(META)?;
                 let next = meta.get(NEXT_ID)?.map(|v| v.value()).unwrap_or(1);
                 next
             };
             let mut cursors = txn.open_table(CURSORS)?;
-            let mut tail = stats;
-            for s in self.sinks.iter() {
-                if let Some(c) = cursors.get(s.as_str())? {
-                    tail = tail.min(c.value());
-                }
-            }
-            let new_tail = (tail + n).min(stats);
+            let tail = self.tail(&cursors, head)?;
+            let new_tail = (tail + n).min(head);
             for s in self.sinks.iter() {
                 let c = cursors.get(s.as_str())?.map(|v| v.value()).unwrap_or(0);
                 if c < new_tail {
