@@ -39,7 +39,11 @@ fn state(rng: &mut fastrand::Rng) -> PresenceState {
     let a = AVAIL[rng.usize(..AVAIL.len())];
     let mut s = PresenceState::new(a).with_raw("availability", format!("{a:?}"));
     if a == Availability::Busy {
-        let act = [Activity::InACall, Activity::InAMeeting, Activity::Presenting][rng.usize(..3)];
+        let act = [
+            Activity::InACall,
+            Activity::InAMeeting,
+            Activity::Presenting,
+        ][rng.usize(..3)];
         s.activity = Some(act);
         s.raw.insert("activity".into(), format!("{act:?}"));
     }

@@ -27,9 +27,7 @@ mod support;
 use async_nats::jetstream;
 use bytes::Bytes;
 use presence_bridge::codec::{self, Framing};
-use presence_bridge::config::{
-    demo_config, KafkaSinkConfig, NatsAuth, NatsSinkConfig,
-};
+use presence_bridge::config::{demo_config, KafkaSinkConfig, NatsAuth, NatsSinkConfig};
 use presence_bridge::connectors::synthetic::SyntheticConfig;
 use presence_bridge::model::{Activity, Availability, Observation, PresenceState, SourceRef};
 use presence_bridge::pipeline::make_change;
@@ -331,7 +329,10 @@ async fn run_bridge(
             break true;
         }
         if t0.elapsed() > timeout {
-            eprintln!("  {}: TIMEOUT after {timeout:?}: {published}/{expected} acknowledged", sink.name());
+            eprintln!(
+                "  {}: TIMEOUT after {timeout:?}: {published}/{expected} acknowledged",
+                sink.name()
+            );
             break false;
         }
         if last_report.elapsed() > Duration::from_secs(5) {
@@ -353,7 +354,10 @@ async fn run_bridge(
     let published = metric_sum(&text, "presence_events_published_total", &filter) as u64;
     let p50 = histogram_quantile(&text, "presence_publish_latency_seconds", &filter, 0.50);
     let p99 = histogram_quantile(&text, "presence_publish_latency_seconds", &filter, 0.99);
-    eprint!("  bridge → {}: {published} events in {secs:.2}s", sink.name());
+    eprint!(
+        "  bridge → {}: {published} events in {secs:.2}s",
+        sink.name()
+    );
     if let Some(p) = pipeline_secs {
         eprint!(" (pipeline committed all after {p:.2}s)");
     }
@@ -671,7 +675,8 @@ fn pipeline_only(users: u32, changes: u64) {
     drop(p);
 
     // commit_changes alone, on a fresh store, with what handle_batch would pass it.
-    let store = Store::open(&dir.path().join("commit-only.redb"), &["bench".into()]).expect("store");
+    let store =
+        Store::open(&dir.path().join("commit-only.redb"), &["bench".into()]).expect("store");
     let mut seq: HashMap<&str, i64> = HashMap::new();
     let mut pending: Vec<Vec<PendingChange>> = obs
         .chunks(batch)
@@ -737,7 +742,11 @@ fn pipeline_only(users: u32, changes: u64) {
     );
     let t = Instant::now();
     let mut acks = 0;
-    for next in (1..=read as u64 + 1).step_by(5000).skip(1).chain([read as u64 + 1]) {
+    for next in (1..=read as u64 + 1)
+        .step_by(5000)
+        .skip(1)
+        .chain([read as u64 + 1])
+    {
         store.ack("bench", next).expect("ack");
         acks += 1;
     }
@@ -786,10 +795,15 @@ impl MemoryTansu {
             .stderr(out)
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
-        support::wait_until("tansu (memory) ApiVersions", support::READY_TIMEOUT, Some(&log), || {
-            assert!(child.try_wait().ok().flatten().is_none(), "tansu exited");
-            support::kafka_api_versions_ok(port)
-        });
+        support::wait_until(
+            "tansu (memory) ApiVersions",
+            support::READY_TIMEOUT,
+            Some(&log),
+            || {
+                assert!(child.try_wait().ok().flatten().is_none(), "tansu exited");
+                support::kafka_api_versions_ok(port)
+            },
+        );
         MemoryTansu {
             child,
             port,
@@ -950,7 +964,14 @@ fn main() {
             r.sink,
             b.map(|b| b.events).unwrap_or(0),
             bridge_rate
-                .map(|x| format!("{x:.0}{}", if b.is_some_and(|b| !b.complete) { "*" } else { "" }))
+                .map(|x| format!(
+                    "{x:.0}{}",
+                    if b.is_some_and(|b| !b.complete) {
+                        "*"
+                    } else {
+                        ""
+                    }
+                ))
                 .unwrap_or("-".into()),
             raw_rate.map(|x| format!("{x:.0}")).unwrap_or("-".into()),
             ratio,

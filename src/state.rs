@@ -315,15 +315,22 @@ impl Store {
     pub fn ack(&self, sink: &str, next: u64) -> Result<OutboxStats, StoreError> {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::None)?;
+        let stats;
         {
             let mut cursors = txn.open_table(CURSORS)?;
             let cur = cursors.get(sink)?.map(|v| v.value()).unwrap_or(0);
             if next > cur {
                 cursors.insert(sink, next)?;
             }
+            let meta = txn.open_table(META)?;
+            let head = meta.get(NEXT_ID)?.map(|v| v.value()).unwrap_or(1);
+            let tail = self.tail(&cursors, head)?;
+            let mut outbox = txn.open_table(OUTBOX)?;
+            outbox.retain_in(..tail, |_, _| false)?;
+            stats = OutboxStats { head, tail };
         }
         txn.commit()?;
-        self.compact(Durability::None)
+        Ok(stats)
     }
 
     /// Oldest entry some configured sink still needs (`head` when all are caught up).
