@@ -4,20 +4,19 @@
 //! batch of `BATCH` synthetic-like events. Target: ≥ 2 M events/s/core for diff+encode.
 //!
 //! Benches:
-//! - `hot_path/diff_encode_frame`: `make_change(prev, &obs)` → `encode_change` into a reused
-//!   Vec → `Framing::SingleObject.frame` (what the pipeline + a broker sink do per event).
+//! - `hot_path/diff_encode_frame`: `diff(prev, &obs)` (borrowed, as in the pipeline) →
+//!   `encode_change_ref` into a reused Vec → `Framing::SingleObject.frame` (what the
+//!   pipeline + a broker sink do per event).
 //! - `hot_path/diff_encode`: the same without framing (the pipeline's share).
 //! - `parts/make_change`, `parts/encode_change`, `parts/frame`, `parts/event_id`,
 //!   `parts/decode_change` (apache_avro, expected to be much slower).
-//! - `proposals/*`: the same diff+encode from borrowed data (no clones) and an allocation-free
-//!   `event_id`, checked to produce identical bytes/ids — what a src/ change would gain.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use presence_bridge::codec::{self, Framing};
 use presence_bridge::model::{
     event_id, Activity, Availability, Observation, PresenceChange, PresenceState, SourceRef,
 };
-use presence_bridge::pipeline::make_change;
+use presence_bridge::pipeline::{diff, make_change};
 use presence_bridge::state::StoredState;
 use std::hint::black_box;
 
@@ -100,9 +99,9 @@ fn hot_path(c: &mut Criterion) {
         b.iter(|| {
             let mut bytes = 0usize;
             for (prev, obs) in &fx {
-                let change = make_change(Some(prev), obs).expect("states differ");
+                let change = diff(Some(prev), obs).expect("states differ");
                 datum.clear();
-                codec::encode_change(&change, &mut datum).unwrap();
+                codec::encode_change_ref(&change, &mut datum).unwrap();
                 let framed = framing.frame(&datum);
                 bytes += framed.len();
                 black_box(framed);
@@ -115,9 +114,9 @@ fn hot_path(c: &mut Criterion) {
         b.iter(|| {
             let mut bytes = 0usize;
             for (prev, obs) in &fx {
-                let change = make_change(Some(prev), obs).expect("states differ");
+                let change = diff(Some(prev), obs).expect("states differ");
                 datum.clear();
-                codec::encode_change(&change, &mut datum).unwrap();
+                codec::encode_change_ref(&change, &mut datum).unwrap();
                 bytes += datum.len();
             }
             bytes
@@ -129,9 +128,9 @@ fn hot_path(c: &mut Criterion) {
         b.iter(|| {
             let mut bytes = 0usize;
             for (_, obs) in &fx {
-                let change = make_change(None, obs).expect("first sight");
+                let change = diff(None, obs).expect("first sight");
                 datum.clear();
-                codec::encode_change(&change, &mut datum).unwrap();
+                codec::encode_change_ref(&change, &mut datum).unwrap();
                 bytes += datum.len();
             }
             bytes
@@ -150,7 +149,7 @@ fn hot_path(c: &mut Criterion) {
         b.iter(|| {
             let mut n = 0usize;
             for (prev, obs) in &same {
-                n += make_change(Some(prev), obs).is_none() as usize;
+                n += diff(Some(prev), obs).is_none() as usize;
             }
             n
         })
@@ -232,152 +231,5 @@ fn parts(c: &mut Criterion) {
     g.finish();
 }
 
-// ---------------------------------------------------------------------------------------------
-// Proposals, measured here without touching src/: a borrowed twin of `PresenceChange` (no
-// clones of source/user/states for encoding) and an `event_id` without temporary allocations.
-// Both are checked to give the same bytes / ids as the real code.
-
-/// Same fields, same order, same serde attributes as `model::PresenceChange`.
-#[derive(serde::Serialize)]
-struct PresenceChangeRef<'a> {
-    event_id: &'a str,
-    op: presence_bridge::model::ChangeOp,
-    resync: bool,
-    source: &'a SourceRef,
-    user: &'a str,
-    sequence: i64,
-    observed_at: i64,
-    previous: Option<&'a PresenceState>,
-    current: &'a PresenceState,
-}
-
-/// Copy of the private namespace in src/model.rs (checked against `event_id` below).
-const NS: uuid::Uuid = uuid::Uuid::from_bytes([
-    0x6f, 0x1c, 0x0e, 0x4a, 0x52, 0x9b, 0x4d, 0x35, 0x9a, 0x1e, 0x2b, 0x70, 0x5d, 0x8e, 0x41, 0xc3,
-]);
-
-/// `event_id` with the name on the stack and the id encoded into a stack buffer.
-fn event_id_stack(connector: &str, user: &str, sequence: i64) -> String {
-    let mut name = [0u8; 256];
-    if connector.len() + user.len() + 22 > name.len() {
-        return event_id(connector, user, sequence);
-    }
-    let mut n = 0;
-    for part in [connector.as_bytes(), &[0], user.as_bytes(), &[0]] {
-        name[n..n + part.len()].copy_from_slice(part);
-        n += part.len();
-    }
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    let mut v = sequence.unsigned_abs();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    if sequence < 0 {
-        name[n] = b'-';
-        n += 1;
-    }
-    name[n..n + digits.len() - i].copy_from_slice(&digits[i..]);
-    n += digits.len() - i;
-    let mut buf = [0u8; 36];
-    uuid::Uuid::new_v5(&NS, &name[..n])
-        .hyphenated()
-        .encode_lower(&mut buf)
-        .to_string()
-}
-
-fn borrowed_encode(
-    prev: Option<&StoredState>,
-    obs: &Observation,
-    id: fn(&str, &str, i64) -> String,
-    out: &mut Vec<u8>,
-) -> bool {
-    use presence_bridge::model::ChangeOp;
-    if prev.is_some_and(|p| p.state == obs.state) {
-        return false;
-    }
-    let sequence = prev.map(|p| p.sequence).unwrap_or(0) + 1;
-    let event_id = id(&obs.source.connector, &obs.user, sequence);
-    presence_bridge::codec::avro_ser::write_datum(
-        out,
-        &PresenceChangeRef {
-            event_id: &event_id,
-            op: if prev.is_some() {
-                ChangeOp::Change
-            } else {
-                ChangeOp::Snapshot
-            },
-            resync: obs.resync,
-            source: &obs.source,
-            user: &obs.user,
-            sequence,
-            observed_at: obs.observed_at,
-            previous: prev.map(|p| &p.state),
-            current: &obs.state,
-        },
-    )
-    .unwrap();
-    true
-}
-
-fn proposals(c: &mut Criterion) {
-    let fx = fixture();
-    // Same bytes and ids as the real code.
-    for (prev, obs) in &fx {
-        let mut a = Vec::new();
-        codec::encode_change(&make_change(Some(prev), obs).unwrap(), &mut a).unwrap();
-        let mut b = Vec::new();
-        assert!(borrowed_encode(Some(prev), obs, event_id_stack, &mut b));
-        assert_eq!(a, b, "borrowed encoding differs");
-        for seq in [1, prev.sequence, -3] {
-            assert_eq!(
-                event_id(&obs.source.connector, &obs.user, seq),
-                event_id_stack(&obs.source.connector, &obs.user, seq)
-            );
-        }
-    }
-    let mut g = c.benchmark_group("proposals");
-    g.throughput(Throughput::Elements(BATCH as u64));
-    g.bench_function("diff_encode_borrowed", |b| {
-        let mut datum = Vec::with_capacity(512);
-        b.iter(|| {
-            let mut bytes = 0usize;
-            for (prev, obs) in &fx {
-                datum.clear();
-                borrowed_encode(Some(prev), obs, event_id, &mut datum);
-                bytes += datum.len();
-            }
-            bytes
-        })
-    });
-    g.bench_function("diff_encode_borrowed_fast_id", |b| {
-        let mut datum = Vec::with_capacity(512);
-        b.iter(|| {
-            let mut bytes = 0usize;
-            for (prev, obs) in &fx {
-                datum.clear();
-                borrowed_encode(Some(prev), obs, event_id_stack, &mut datum);
-                bytes += datum.len();
-            }
-            bytes
-        })
-    });
-    g.bench_function("event_id_stack", |b| {
-        b.iter(|| {
-            let mut n = 0usize;
-            for (prev, obs) in &fx {
-                n += event_id_stack(&obs.source.connector, &obs.user, prev.sequence + 1).len();
-            }
-            n
-        })
-    });
-    g.finish();
-}
-
-criterion_group!(benches, hot_path, parts, proposals);
+criterion_group!(benches, hot_path, parts);
 criterion_main!(benches);

@@ -159,7 +159,7 @@ fn cpu_report(before: &CpuSnapshot, workers: &HashSet<u32>) -> String {
     }
     let total: u64 = groups.values().map(|v| v.0).sum();
     let mut rows: Vec<_> = groups.into_iter().filter(|(_, v)| v.0 > 0).collect();
-    rows.sort_by(|a, b| b.1 .0.cmp(&a.1 .0));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.1 .0));
     let mut s = format!(
         "    CPU over {wall:.2}s wall: {:.2} core-s total ({:.0}% of {} cores)\n",
         total as f64 / TICKS_PER_SEC,
@@ -688,10 +688,11 @@ fn pipeline_only(users: u32, changes: u64) {
                     *s += 1;
                     PendingChange {
                         key: state_key(&o.source.connector, &o.user),
-                        stored: StoredState {
+                        state: StoredState {
                             sequence: *s,
                             state: o.state.clone(),
-                        },
+                        }
+                        .encode(),
                         entry: OutboxEntry {
                             id: 0,
                             event_id: presence_bridge::model::event_id(CONNECTOR, &o.user, *s),

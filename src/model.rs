@@ -221,6 +221,37 @@ pub struct PresenceChange {
     pub current: PresenceState,
 }
 
+/// A [`PresenceChange`] borrowing its parts from the observation and the last state, so the
+/// hot path encodes without cloning. Same fields in the same order: same Avro bytes.
+#[derive(Debug, Serialize)]
+pub struct PresenceChangeRef<'a> {
+    pub event_id: String,
+    pub op: ChangeOp,
+    pub resync: bool,
+    pub source: &'a SourceRef,
+    pub user: &'a str,
+    pub sequence: i64,
+    pub observed_at: Millis,
+    pub previous: Option<&'a PresenceState>,
+    pub current: &'a PresenceState,
+}
+
+impl PresenceChangeRef<'_> {
+    pub fn to_owned(&self) -> PresenceChange {
+        PresenceChange {
+            event_id: self.event_id.clone(),
+            op: self.op,
+            resync: self.resync,
+            source: self.source.clone(),
+            user: self.user.to_string(),
+            sequence: self.sequence,
+            observed_at: self.observed_at,
+            previous: self.previous.cloned(),
+            current: self.current.clone(),
+        }
+    }
+}
+
 /// Namespace for event ids (UUIDv5). Fixed forever: changing it changes every event id.
 const EVENT_ID_NAMESPACE: uuid::Uuid = uuid::Uuid::from_bytes([
     0x6f, 0x1c, 0x0e, 0x4a, 0x52, 0x9b, 0x4d, 0x35, 0x9a, 0x1e, 0x2b, 0x70, 0x5d, 0x8e, 0x41, 0xc3,

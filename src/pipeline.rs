@@ -9,7 +9,7 @@
 use crate::codec;
 use crate::config::WhenFull;
 use crate::metrics::{labels, Metrics};
-use crate::model::{event_id, ChangeOp, Observation, PresenceChange};
+use crate::model::{event_id, ChangeOp, Observation, PresenceChange, PresenceChangeRef};
 use crate::state::{state_key, OutboxEntry, PendingChange, Store, StoreError, StoredState};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,15 +26,19 @@ pub enum PipelineError {
 }
 
 /// The pure step: given the last stored state, does this observation make an event?
-/// `None` when the state is unchanged. Sequences start at 1 and never skip.
-pub fn make_change(prev: Option<&StoredState>, obs: &Observation) -> Option<PresenceChange> {
+/// `None` when the state is unchanged. Sequences start at 1 and never skip. Borrows from
+/// its inputs so the hot path encodes without cloning.
+pub fn diff<'a>(
+    prev: Option<&'a StoredState>,
+    obs: &'a Observation,
+) -> Option<PresenceChangeRef<'a>> {
     if let Some(p) = prev {
         if p.state == obs.state {
             return None;
         }
     }
     let sequence = prev.map(|p| p.sequence).unwrap_or(0) + 1;
-    Some(PresenceChange {
+    Some(PresenceChangeRef {
         event_id: event_id(&obs.source.connector, &obs.user, sequence),
         op: if prev.is_some() {
             ChangeOp::Change
@@ -42,13 +46,18 @@ pub fn make_change(prev: Option<&StoredState>, obs: &Observation) -> Option<Pres
             ChangeOp::Snapshot
         },
         resync: obs.resync,
-        source: obs.source.clone(),
-        user: obs.user.clone(),
+        source: &obs.source,
+        user: &obs.user,
         sequence,
         observed_at: obs.observed_at,
-        previous: prev.map(|p| p.state.clone()),
-        current: obs.state.clone(),
+        previous: prev.map(|p| &p.state),
+        current: &obs.state,
     })
+}
+
+/// [`diff`] as an owned [`PresenceChange`].
+pub fn make_change(prev: Option<&StoredState>, obs: &Observation) -> Option<PresenceChange> {
+    diff(prev, obs).map(|c| c.to_owned())
 }
 
 /// Shared between the pipeline and the publishers.
@@ -113,7 +122,8 @@ pub struct Pipeline {
     signals: Arc<OutboxSignals>,
     /// Last state per key; a cache over the store (the store is the truth after restart).
     cache: HashMap<String, StoredState>,
-    datum: Vec<u8>,
+    /// Largest datum seen, to size the next one's buffer in one allocation.
+    datum_hint: usize,
 }
 
 impl Pipeline {
@@ -129,7 +139,7 @@ impl Pipeline {
             metrics,
             signals,
             cache: HashMap::new(),
-            datum: Vec::with_capacity(512),
+            datum_hint: 256,
         }
     }
 
@@ -168,26 +178,27 @@ impl Pipeline {
     }
 
     /// Diffs, encodes and commits one batch. Public for benches and tests.
+    ///
+    /// The cache is updated in place before the commit: safe because a commit is retried
+    /// until it succeeds (see [`Self::commit_with_retry`]), so the cache never runs ahead of
+    /// the store for long, and nothing else reads it.
     pub fn handle_batch(&mut self, batch: &[Observation]) -> Result<usize, PipelineError> {
-        let mut overlay: HashMap<String, StoredState> = HashMap::new();
         let mut pending: Vec<PendingChange> = Vec::new();
         let mut counts: HashMap<(&str, bool), (u64, u64, u64)> = HashMap::new();
         for obs in batch {
             let key = state_key(&obs.source.connector, &obs.user);
-            let prev = match overlay.get(&key).or_else(|| self.cache.get(&key)) {
-                Some(p) => Some(p.clone()),
-                None => self.store.get_state(&key)?,
-            };
+            if !self.cache.contains_key(&key) {
+                if let Some(stored) = self.store.get_state(&key)? {
+                    self.cache.insert(key.clone(), stored);
+                }
+            }
+            let prev = self.cache.get(&key);
             let c = counts
                 .entry((obs.source.connector.as_str(), false))
                 .or_default();
             c.0 += 1;
-            let Some(change) = make_change(prev.as_ref(), obs) else {
+            let Some(change) = diff(prev, obs) else {
                 c.1 += 1;
-                if let Some(p) = prev {
-                    // Remember what the store said, so the next look-up is a cache hit.
-                    self.cache.entry(key).or_insert(p);
-                }
                 continue;
             };
             let snapshot = change.op == ChangeOp::Snapshot;
@@ -195,27 +206,38 @@ impl Pipeline {
                 .entry((obs.source.connector.as_str(), snapshot))
                 .or_default()
                 .2 += 1;
-            self.datum.clear();
-            codec::encode_change(&change, &mut self.datum)?;
-            let stored = StoredState {
-                sequence: change.sequence,
-                state: change.current.clone(),
+            let mut datum = Vec::with_capacity(self.datum_hint);
+            codec::encode_change_ref(&change, &mut datum)?;
+            self.datum_hint = self.datum_hint.max(datum.len());
+            let mut state = Vec::with_capacity(96);
+            StoredState::encode_into(change.sequence, &obs.state, &mut state);
+            let sequence = change.sequence;
+            let entry = OutboxEntry {
+                id: 0,
+                event_id: change.event_id,
+                kind: obs.source.kind.clone(),
+                connector: obs.source.connector.clone(),
+                user: obs.user.clone(),
+                sequence,
+                observed_at: obs.observed_at,
+                datum,
             };
-            overlay.insert(key.clone(), stored.clone());
-            pending.push(PendingChange {
-                key,
-                stored,
-                entry: OutboxEntry {
-                    id: 0,
-                    event_id: change.event_id,
-                    kind: change.source.kind,
-                    connector: change.source.connector,
-                    user: change.user,
-                    sequence: change.sequence,
-                    observed_at: change.observed_at,
-                    datum: self.datum.clone(),
-                },
-            });
+            match self.cache.get_mut(&key) {
+                Some(s) => {
+                    s.sequence = sequence;
+                    s.state.clone_from(&obs.state);
+                }
+                None => {
+                    self.cache.insert(
+                        key.clone(),
+                        StoredState {
+                            sequence,
+                            state: obs.state.clone(),
+                        },
+                    );
+                }
+            }
+            pending.push(PendingChange { key, state, entry });
         }
         for ((connector, snapshot), (obs, unchanged, changes)) in counts {
             let l = labels([("connector", connector)]);
@@ -238,11 +260,9 @@ impl Pipeline {
         }
         self.make_room(pending.len() as u64)?;
         let head = self.commit_with_retry(&mut pending);
-        let n = pending.len();
-        self.cache.extend(overlay);
         self.signals.head.send_replace(head);
         self.metrics.outbox_depth.set(self.signals.depth() as i64);
-        Ok(n)
+        Ok(pending.len())
     }
 
     /// Applies the outbox-full policy before `n` more entries are added.

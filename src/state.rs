@@ -9,7 +9,7 @@
 
 use crate::codec::avro_ser::{write_bytes, write_long};
 use crate::model::{CommandResult, PresenceState};
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Arc;
@@ -56,6 +56,41 @@ pub struct StoredState {
     pub state: PresenceState,
 }
 
+impl StoredState {
+    /// `sequence` (Avro long) then the `PresenceState` Avro datum: compact, so the state
+    /// table's B-tree pages (rewritten on every commit) stay small.
+    pub fn encode_into(sequence: i64, state: &PresenceState, out: &mut Vec<u8>) {
+        write_long(out, sequence);
+        // The model types always encode; an error would be a bug in the model.
+        crate::codec::encode_state(state, out).expect("presence state encodes");
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(96);
+        Self::encode_into(self.sequence, &self.state, &mut out);
+        out
+    }
+
+    pub fn decode(mut b: &[u8]) -> Result<StoredState, String> {
+        let sequence = read_long(&mut b)?;
+        let state = crate::codec::decode_state(b).map_err(|e| e.to_string())?;
+        Ok(StoredState { sequence, state })
+    }
+}
+
+fn read_long(b: &mut &[u8]) -> Result<i64, String> {
+    let mut n: u64 = 0;
+    for shift in (0..64).step_by(7) {
+        let (&byte, rest) = b.split_first().ok_or("truncated varint")?;
+        *b = rest;
+        n |= ((byte & 0x7f) as u64) << shift;
+        if byte & 0x80 == 0 {
+            return Ok(((n >> 1) as i64) ^ -((n & 1) as i64));
+        }
+    }
+    Err("varint too long".into())
+}
+
 /// Key of the state table. NUL cannot occur in connector names or user ids.
 pub fn state_key(connector: &str, user: &str) -> String {
     let mut k = String::with_capacity(connector.len() + user.len() + 1);
@@ -94,20 +129,8 @@ impl OutboxEntry {
     }
 
     fn decode(id: u64, mut b: &[u8]) -> Result<OutboxEntry, String> {
-        fn long(b: &mut &[u8]) -> Result<i64, String> {
-            let mut n: u64 = 0;
-            for shift in (0..64).step_by(7) {
-                let (&byte, rest) = b.split_first().ok_or("truncated varint")?;
-                *b = rest;
-                n |= ((byte & 0x7f) as u64) << shift;
-                if byte & 0x80 == 0 {
-                    return Ok(((n >> 1) as i64) ^ -((n & 1) as i64));
-                }
-            }
-            Err("varint too long".into())
-        }
         fn string(b: &mut &[u8]) -> Result<String, String> {
-            let n = long(b)?;
+            let n = read_long(b)?;
             if n < 0 || n as usize > b.len() {
                 return Err("bad string length".into());
             }
@@ -121,8 +144,8 @@ impl OutboxEntry {
             kind: string(&mut b)?,
             connector: string(&mut b)?,
             user: string(&mut b)?,
-            sequence: long(&mut b)?,
-            observed_at: long(&mut b)?,
+            sequence: read_long(&mut b)?,
+            observed_at: read_long(&mut b)?,
             datum: b.to_vec(),
         })
     }
@@ -132,7 +155,8 @@ impl OutboxEntry {
 #[derive(Debug, Clone)]
 pub struct PendingChange {
     pub key: String,
-    pub stored: StoredState,
+    /// The new [`StoredState`], encoded ([`StoredState::encode_into`]).
+    pub state: Vec<u8>,
     pub entry: OutboxEntry,
 }
 
@@ -211,25 +235,33 @@ impl Store {
         Ok(())
     }
 
-    /// The last stored state of (connector, user).
-    pub fn get_state(&self, key: &str) -> Result<Option<StoredState>, StoreError> {
+    /// Reads one value from a table that may not exist yet.
+    fn get_raw<T>(
+        &self,
+        def: TableDefinition<&str, &[u8]>,
+        key: &str,
+        decode: impl FnOnce(&[u8]) -> Result<T, String>,
+    ) -> Result<Option<T>, StoreError> {
         let txn = self.db.begin_read()?;
-        let table = match txn.open_table(STATES) {
+        let table = match txn.open_table(def) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
         match table.get(key)? {
             None => Ok(None),
-            Some(v) => {
-                serde_json::from_slice(v.value())
-                    .map(Some)
-                    .map_err(|e| StoreError::Corrupt {
-                        key: key.replace('\0', "/"),
-                        reason: e.to_string(),
-                    })
-            }
+            Some(v) => decode(v.value())
+                .map(Some)
+                .map_err(|reason| StoreError::Corrupt {
+                    key: format!("{}/{}", def.name(), key.replace('\0', "/")),
+                    reason,
+                }),
         }
+    }
+
+    /// The last stored state of (connector, user).
+    pub fn get_state(&self, key: &str) -> Result<Option<StoredState>, StoreError> {
+        self.get_raw(STATES, key, StoredState::decode)
     }
 
     /// Every stored state (for `state` tooling and tests).
@@ -243,11 +275,10 @@ impl Store {
         let mut out = Vec::new();
         for row in table.iter()? {
             let (k, v) = row?;
-            let s: StoredState =
-                serde_json::from_slice(v.value()).map_err(|e| StoreError::Corrupt {
-                    key: k.value().replace('\0', "/"),
-                    reason: e.to_string(),
-                })?;
+            let s = StoredState::decode(v.value()).map_err(|reason| StoreError::Corrupt {
+                key: k.value().replace('\0', "/"),
+                reason,
+            })?;
             out.push((k.value().to_string(), s));
         }
         Ok(out)
@@ -267,12 +298,8 @@ impl Store {
             };
             let mut states = txn.open_table(STATES)?;
             let mut outbox = txn.open_table(OUTBOX)?;
-            let mut buf = Vec::new();
             for c in changes.iter_mut() {
-                buf.clear();
-                serde_json::to_writer(&mut buf, &c.stored)
-                    .map_err(|e| StoreError::Db(e.to_string()))?;
-                states.insert(c.key.as_str(), buf.as_slice())?;
+                states.insert(c.key.as_str(), c.state.as_slice())?;
                 c.entry.id = next;
                 outbox.insert(next, c.entry.encode().as_slice())?;
                 next += 1;
@@ -406,23 +433,9 @@ impl Store {
 
     /// The recorded result of a command id, if it was handled before.
     pub fn command_result(&self, command_id: &str) -> Result<Option<CommandResult>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let table = match txn.open_table(COMMANDS) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
-        match table.get(command_id)? {
-            None => Ok(None),
-            Some(v) => {
-                serde_json::from_slice(v.value())
-                    .map(Some)
-                    .map_err(|e| StoreError::Corrupt {
-                        key: format!("command/{command_id}"),
-                        reason: e.to_string(),
-                    })
-            }
-        }
+        self.get_raw(COMMANDS, command_id, |b| {
+            serde_json::from_slice(b).map_err(|e| e.to_string())
+        })
     }
 
     /// Records a command's result durably (before it is published, so a redelivered
@@ -446,8 +459,7 @@ impl Store {
         {
             let mut t = txn.open_table(STATES)?;
             for (k, s) in states {
-                let v = serde_json::to_vec(s).map_err(|e| StoreError::Db(e.to_string()))?;
-                t.insert(k.as_str(), v.as_slice())?;
+                t.insert(k.as_str(), s.encode().as_slice())?;
             }
         }
         txn.commit()?;
@@ -463,10 +475,11 @@ mod tests {
     fn change(key: &str, seq: i64) -> PendingChange {
         PendingChange {
             key: key.to_string(),
-            stored: StoredState {
+            state: StoredState {
                 sequence: seq,
                 state: PresenceState::new(Availability::Busy),
-            },
+            }
+            .encode(),
             entry: OutboxEntry {
                 id: 0,
                 event_id: format!("e{seq}"),

@@ -316,6 +316,20 @@ pub fn encode_change(change: &PresenceChange, out: &mut Vec<u8>) -> Result<(), C
     Ok(())
 }
 
+/// Encodes a change built from borrowed parts (the pipeline's hot path).
+pub fn encode_change_ref(
+    change: &crate::model::PresenceChangeRef<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), CodecError> {
+    avro_ser::write_datum(out, change)?;
+    Ok(())
+}
+
+pub fn decode_state(datum: &[u8]) -> Result<PresenceState, CodecError> {
+    let s = &presence_state_schema().schema;
+    decode_datum(s, s, datum)
+}
+
 pub fn encode_state(state: &PresenceState, out: &mut Vec<u8>) -> Result<(), CodecError> {
     avro_ser::write_datum(out, state)?;
     Ok(())
