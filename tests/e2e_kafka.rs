@@ -132,6 +132,11 @@ repeat_ratio = 0.0
         || handle.outbox_depth() >= 300,
     )
     .await;
+    let port = handle.http_addr.port();
+    wait_for("/ready to report 503", Duration::from_secs(30), || {
+        support::http_status(port, "/ready") == Some(503)
+    })
+    .await;
     broker.restart();
     let total = USERS as u64 + changes;
     wait_for(
@@ -139,6 +144,10 @@ repeat_ratio = 0.0
         Duration::from_secs(120),
         || published(&m.render(), "kafka") >= total && handle.outbox_depth() == 0,
     )
+    .await;
+    wait_for("/ready back to 200", Duration::from_secs(30), || {
+        support::http_status(port, "/ready") == Some(200)
+    })
     .await;
     handle.shutdown();
     handle.wait().await.unwrap();

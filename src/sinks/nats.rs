@@ -15,6 +15,9 @@ use std::time::Duration;
 
 pub struct NatsSink {
     js: jetstream::Context,
+    /// The headers every event of one connector shares (`source`, `schema_fingerprint`),
+    /// built once: a clone is much cheaper than parsing and inserting them per event.
+    templates: std::collections::HashMap<String, async_nats::HeaderMap>,
     config: NatsSinkConfig,
     /// Stream created lazily on first publish (a NATS outage at start-up only delays).
     stream_ready: bool,
@@ -91,6 +94,7 @@ impl NatsSink {
         let js = jetstream::new(client);
         Ok(NatsSink {
             js,
+            templates: Default::default(),
             config: config.clone(),
             stream_ready: false,
             prefix: config.subject_prefix.clone(),
@@ -160,11 +164,19 @@ impl Sink for NatsSink {
                     .map_err(|error| PublishFailure { acked, error })?;
                 acked = j + 1;
             }
-            let mut headers = async_nats::HeaderMap::new();
+            let mut headers = match self.templates.get(&e.connector) {
+                Some(t) => t.clone(),
+                None => {
+                    let mut t = async_nats::HeaderMap::new();
+                    t.insert("source", format!("{}/{}", e.kind, e.connector).as_str());
+                    t.insert("schema_fingerprint", self.fingerprint_hex.as_str());
+                    self.templates.insert(e.connector.clone(), t.clone());
+                    t
+                }
+            };
+            // The event id travels as `Nats-Msg-Id` only: JetStream de-duplicates by it and
+            // consumers read it from there (no second copy per message).
             headers.insert("Nats-Msg-Id", e.event_id.as_str());
-            headers.insert("event_id", e.event_id.as_str());
-            headers.insert("source", format!("{}/{}", e.kind, e.connector).as_str());
-            headers.insert("schema_fingerprint", self.fingerprint_hex.as_str());
             let payload = Bytes::from(self.framing.frame(&e.datum));
             let f = self
                 .js
