@@ -2,6 +2,7 @@
 //! substitution in string values (for secrets), and a validation pass that names every bad
 //! key and how to fix it. The field docs here are the user-facing reference.
 
+use crate::connectors::pws::config::PwsConfig;
 use crate::connectors::synthetic::SyntheticConfig;
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
@@ -405,11 +406,18 @@ fn default_cmd_stream() -> String {
 pub struct ConnectorsConfig {
     #[serde(default)]
     pub synthetic: BTreeMap<String, SyntheticConfig>,
+    /// Cisco IM&P Presence Web Service.
+    #[serde(default)]
+    pub pws: BTreeMap<String, PwsConfig>,
 }
 
 impl ConnectorsConfig {
     pub fn names(&self) -> Vec<String> {
-        self.synthetic.keys().cloned().collect()
+        self.synthetic
+            .keys()
+            .chain(self.pws.keys())
+            .cloned()
+            .collect()
     }
 }
 
@@ -529,6 +537,9 @@ impl Config {
         for (name, c) in &self.connectors.synthetic {
             p.extend(c.validate(&format!("connectors.synthetic.{name}")));
         }
+        for (name, c) in &self.connectors.pws {
+            p.extend(c.validate(&format!("connectors.pws.{name}")));
+        }
         p
     }
 
@@ -638,7 +649,10 @@ pub fn demo_config(data_dir: &Path, listen: SocketAddr, users: u32, rate: f64) -
             nats: None,
         },
         commands: CommandsConfig::default(),
-        connectors: ConnectorsConfig { synthetic },
+        connectors: ConnectorsConfig {
+            synthetic,
+            ..ConnectorsConfig::default()
+        },
     }
 }
 

@@ -10,6 +10,7 @@
 use crate::codec::{self, registry::RegistryClient, Framing};
 use crate::commands::{self, CommandRouter};
 use crate::config::Config;
+use crate::connectors::pws::connector::PwsConnector;
 use crate::connectors::synthetic::SyntheticConnector;
 use crate::connectors::{CommandTarget, Connector, ConnectorContext, ObservationSender};
 use crate::http::{self, HttpState};
@@ -47,12 +48,17 @@ pub enum BridgeError {
 }
 
 /// Builds the connectors named in the config. The one place that knows every kind.
-pub fn build_connectors(config: &Config) -> Vec<Arc<dyn Connector>> {
+pub fn build_connectors(
+    config: &Config,
+) -> Result<Vec<Arc<dyn Connector>>, crate::connectors::ConnectorError> {
     let mut out: Vec<Arc<dyn Connector>> = Vec::new();
     for (name, c) in &config.connectors.synthetic {
         out.push(Arc::new(SyntheticConnector::new(name, c.clone())));
     }
-    out
+    for (name, c) in &config.connectors.pws {
+        out.push(Arc::new(PwsConnector::new(name, c.clone())?));
+    }
+    Ok(out)
 }
 
 /// A running bridge.
@@ -186,7 +192,7 @@ pub async fn start(config: Config) -> Result<BridgeHandle, BridgeError> {
     let (hard_trigger, hard_stop) = shutdown::channel();
 
     // HTTP
-    let connectors = build_connectors(&config);
+    let connectors = build_connectors(&config)?;
     let http_state = HttpState {
         metrics: metrics.clone(),
         sinks: Arc::new(
