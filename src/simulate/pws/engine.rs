@@ -312,7 +312,7 @@ impl Core {
         key
     }
 
-    fn is_app_user(&self, name: &str) -> bool {
+    pub fn is_app_user(&self, name: &str) -> bool {
         name.eq_ignore_ascii_case(&self.app_user)
     }
 

@@ -252,9 +252,13 @@ fn serve(
         core.check_rate(now)?;
         match route {
             Route::Login { user, force } => {
+                // The app user logs in with its password (a stale key sent along is
+                // ignored); end users log in by proxy with the app user's key.
                 let key = match key {
-                    Some(app_key) => core.login_end(app_key, &user, force)?,
-                    None => core.login_app(&user, parse_password(&body), force)?,
+                    Some(app_key) if !core.is_app_user(&user) => {
+                        core.login_end(app_key, &user, force)?
+                    }
+                    _ => core.login_app(&user, parse_password(&body), force)?,
                 };
                 Reply::Created {
                     location: None,

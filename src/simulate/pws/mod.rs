@@ -46,6 +46,11 @@
 //!   written inside the Cisco `person` element, as the set-presence samples send it.
 //! - Logging in through PWS does not change the user's presence (§2.9 is unconfirmed).
 //! - The basic value read back is the value set (no BUSY→AWAY translation).
+//! - Never produced: 136 (one app user), 144 (REST has no partial unsubscribe), 160 (its
+//!   trigger is undocumented), 211 and the 2xx server errors. SOAP (`/presence-service/soap`)
+//!   is not simulated (404).
+//! - Dropping every [`PwsSimHandle`] does not stop the simulator; call
+//!   [`PwsSimHandle::shutdown`] (or end the runtime).
 
 pub mod control;
 pub mod engine;

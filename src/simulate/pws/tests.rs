@@ -295,6 +295,18 @@ async fn login_non_forced_same_key_forced_new_key() {
     let a3 = e.login_app(true).await;
     assert_ne!(a1, a3, "forced login returns a new key");
     assert_eq!(e.login_app(false).await, a3);
+    // A stale key sent along with the password does not matter.
+    let body = "<session><password>pwsapp-secret</password></session>".to_owned();
+    let r = e
+        .req(
+            Method::POST,
+            "/users/pwsapp/sessions",
+            Some("stale"),
+            &[],
+            Some(body),
+        )
+        .await;
+    assert_eq!(Env::session_key(&r), a3);
 
     let u1 = e.login_user(&a1, "user00002", false).await;
     assert_eq!(e.login_user(&a1, "user00002", false).await, u1);
@@ -1172,6 +1184,16 @@ async fn control_api_over_http() {
     .unwrap();
     assert_eq!(r.status(), 200);
     assert!(e.sim.rich_of(&contact).unwrap().contains("<meeting/>"));
+    let user: serde_json::Value = http
+        .get(format!("{ctl}/users/{contact}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(user["basic"], "BUSY");
+    assert!(user["rich"].as_str().unwrap().contains("<busy/><meeting/>"));
 
     let r = post(
         "/faults".into(),
