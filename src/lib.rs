@@ -26,6 +26,7 @@ pub mod publisher;
 pub mod replay;
 pub mod runtime;
 pub mod shutdown;
+pub mod simulate;
 pub mod sinks;
 pub mod state;
 
