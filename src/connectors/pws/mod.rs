@@ -5,4 +5,5 @@
 //! builds the REST bodies and [`normalize`] maps PWS states to the normalized model and
 //! back. Neither does I/O, so both are table-tested and fuzzed (`fuzz/`).
 
+pub mod normalize;
 pub mod xml;
