@@ -661,8 +661,10 @@ impl<'a> Parser<'a> {
     }
 
     /// The unescaped value of the attribute of `e` with local name `name`.
+    /// The first one wins; duplicates are not looked for, because quick-xml's duplicate
+    /// check is quadratic in the number of attributes.
     fn attr(&self, e: &BytesStart<'_>, name: &[u8]) -> Result<Option<String>, PwsXmlError> {
-        for attr in e.attributes() {
+        for attr in e.attributes().with_checks(false) {
             let attr = attr.map_err(|err| self.malformed(err.into()))?;
             if attr.key.local_name().as_ref() != name {
                 continue;
@@ -1098,6 +1100,9 @@ pub(crate) mod tests {
             "<presenceList>{}</presenceList>",
             "<x a=\"1\">t</x>".repeat(50_000)
         );
+        let many_attrs: String = (0..100_000).map(|i| format!(" a{i}=\"\"")).collect();
+        let many_attrs =
+            format!("<presenceList><contact{many_attrs} contactURI=\"z@x\"/></presenceList>");
         let many_refs = format!(
             "<session><sessionKey>{}</sessionKey></session>",
             "&amp;".repeat(70_000)
@@ -1141,6 +1146,7 @@ pub(crate) mod tests {
             huge_text.into_bytes(),
             many_unknown.into_bytes(),
             many_refs.into_bytes(),
+            many_attrs.into_bytes(),
         ];
         for body in &nasty {
             parse_all(body);
@@ -1182,6 +1188,7 @@ pub(crate) mod tests {
             parse_session_key(&nasty[37]),
             Err(PwsXmlError::TooLong)
         ));
+        assert_eq!(parse_basic_list(&nasty[38]).unwrap()[0].uri, "z@x");
         assert!(matches!(
             parse_session_key(&nasty[4]),
             Err(PwsXmlError::Truncated)
