@@ -22,8 +22,8 @@ struct Rig {
     nats: Option<NatsServer>,
 }
 
-/// Simulator with users 0..=CONTACTS; the bridge watches users 1..=CONTACTS through
-/// watcher `user00000`, archive (and NATS commands when `with_nats`).
+/// Simulator with users 1..=CONTACTS+1; the bridge watches users 1..=CONTACTS through the
+/// last one as watcher, into the archive (and NATS commands when `with_nats`).
 async fn rig(extra: &str, with_nats: bool) -> Rig {
     let sim = sim::start(
         "127.0.0.1:0".parse().unwrap(),
@@ -63,13 +63,14 @@ async fn rig(extra: &str, with_nats: bool) -> Rig {
 base_url = "{base}"
 app_user = "bridgeapp"
 app_password = "${{PWS_TEST_APP_PASSWORD}}"
-watchers = ["user00000"]
+watchers = ["{watcher}"]
 contacts = [{contacts}]
 callback_url = "http://127.0.0.1:{port}/pws/main"
 {extra}
 "#,
             base = sim.base_url(),
             contacts = contacts.join(", "),
+            watcher = sim.user_name(CONTACTS + 1),
         ),
     );
     let mut cfg = cfg;
@@ -178,37 +179,51 @@ async fn session_expiry_throttling_and_node_restart_lose_nothing() {
     let u5 = rig.sim.user_uri(5);
     rig.sim.set_basic(&u5, "VACATION");
     expected += 1;
-    rig.wait_published(expected, "change after session expiry").await;
+    rig.wait_published(expected, "change after session expiry")
+        .await;
 
     // CPU throttling: no callbacks, fetches answered 503/210 — counted, then recovered.
     rig.sim.set_cpu_throttle(true);
     let u6 = rig.sim.user_uri(6);
     rig.sim.set_basic(&u6, "AWAY");
     let m = rig.bridge.metrics.clone();
-    wait_for("a throttled fetch to be counted", Duration::from_secs(30), || {
-        metric_sum(
-            &m.render(),
-            "presence_connector_errors_total",
-            &["error_type=\"throttled\""],
-        ) > 0.0
-    })
+    wait_for(
+        "a throttled fetch to be counted",
+        Duration::from_secs(30),
+        || {
+            metric_sum(
+                &m.render(),
+                "presence_connector_errors_total",
+                &["error_type=\"throttled\""],
+            ) > 0.0
+        },
+    )
     .await;
-    assert_eq!(rig.published(), expected, "nothing can be fetched while throttled");
+    assert_eq!(
+        rig.published(),
+        expected,
+        "nothing can be fetched while throttled"
+    );
     rig.sim.set_cpu_throttle(false);
     expected += 1;
-    rig.wait_published(expected, "change after throttling ends").await;
+    rig.wait_published(expected, "change after throttling ends")
+        .await;
 
     // Node restart: every id is gone (133/101) → set up again.
     rig.sim.restart_node();
     let u7 = rig.sim.user_uri(7);
     rig.sim.set_basic(&u7, "UNAVAILABLE");
     expected += 1;
-    rig.wait_published(expected, "change after node restart").await;
+    rig.wait_published(expected, "change after node restart")
+        .await;
     assert!(rig.errors("session") + rig.errors("gone") > 0.0);
 
     let (events, _) = rig.finish().await;
     let (distinct, _, _) = util::check_chains(&events);
-    assert_eq!(distinct as u64, expected, "no spurious events after re-subscribing");
+    assert_eq!(
+        distinct as u64, expected,
+        "no spurious events after re-subscribing"
+    );
     assert_eq!(last_for(&events, &u5)["current"]["activity"], "VACATION");
     assert_eq!(last_for(&events, &u6)["current"]["availability"], "AWAY");
     assert_eq!(last_for(&events, &u7)["current"]["availability"], "OFFLINE");

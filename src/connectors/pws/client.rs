@@ -118,7 +118,11 @@ impl PwsClient {
 
     /// Host of the base URL, for `source.server` in events.
     pub fn host(&self) -> String {
-        let rest = self.base.split_once("://").map(|x| x.1).unwrap_or(&self.base);
+        let rest = self
+            .base
+            .split_once("://")
+            .map(|x| x.1)
+            .unwrap_or(&self.base);
         rest.split('/').next().unwrap_or(rest).to_string()
     }
 
@@ -318,7 +322,12 @@ impl PwsClient {
     }
 
     /// `getSubscribedPresence` rich (PIDF per contact).
-    pub async fn fetch_rich(&self, key: &str, user: &str, sid: &str) -> Result<Vec<Pidf>, PwsError> {
+    pub async fn fetch_rich(
+        &self,
+        key: &str,
+        user: &str,
+        sid: &str,
+    ) -> Result<Vec<Pidf>, PwsError> {
         let r = self
             .call(
                 Method::GET,
@@ -456,14 +465,33 @@ mod tests {
     fn classification_table() {
         let h = HeaderMap::new();
         let c = |s: u16, b: &[u8]| classify(StatusCode::from_u16(s).unwrap(), &h, b);
-        assert!(matches!(c(401, &err_body(101)), PwsError::Session { code: Some(101) }));
-        assert!(matches!(c(401, b"<html>proxy</html>"), PwsError::Session { code: None }));
-        assert!(matches!(c(400, &err_body(133)), PwsError::Gone { code: 133, .. }));
-        assert!(matches!(c(400, &err_body(132)), PwsError::Gone { code: 132, .. }));
-        assert!(matches!(c(503, &err_body(210)), PwsError::Throttled { code: Some(210) }));
+        assert!(matches!(
+            c(401, &err_body(101)),
+            PwsError::Session { code: Some(101) }
+        ));
+        assert!(matches!(
+            c(401, b"<html>proxy</html>"),
+            PwsError::Session { code: None }
+        ));
+        assert!(matches!(
+            c(400, &err_body(133)),
+            PwsError::Gone { code: 133, .. }
+        ));
+        assert!(matches!(
+            c(400, &err_body(132)),
+            PwsError::Gone { code: 132, .. }
+        ));
+        assert!(matches!(
+            c(503, &err_body(210)),
+            PwsError::Throttled { code: Some(210) }
+        ));
         assert!(matches!(c(503, b""), PwsError::Throttled { code: None }));
         match c(400, &err_body(121)) {
-            PwsError::Rejected { status, code, message } => {
+            PwsError::Rejected {
+                status,
+                code,
+                message,
+            } => {
                 assert_eq!((status, code, message.as_str()), (400, Some(121), "m121"))
             }
             other => panic!("{other:?}"),

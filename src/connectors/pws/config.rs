@@ -119,7 +119,9 @@ impl PwsConfig {
             ));
         }
         if self.app_user.trim().is_empty() {
-            p.push(format!("{key}.app_user is empty: name the application user"));
+            p.push(format!(
+                "{key}.app_user is empty: name the application user"
+            ));
         }
         if self.watchers.is_empty() {
             p.push(format!(
@@ -127,7 +129,9 @@ impl PwsConfig {
             ));
         }
         if self.contacts.is_empty() && self.contacts_file.is_none() {
-            p.push(format!("{key}: no contacts: set contacts = [...] or contacts_file"));
+            p.push(format!(
+                "{key}: no contacts: set contacts = [...] or contacts_file"
+            ));
         }
         if self.mode == PwsMode::Notify && self.callback_url.is_none() {
             p.push(format!(

@@ -45,7 +45,11 @@ impl PwsConnector {
             connector: name.to_string(),
             reason: format!("contacts_file: {e}"),
         })?;
-        let client = PwsClient::new(&config.base_url, config.request_timeout, config.max_body_bytes);
+        let client = PwsClient::new(
+            &config.base_url,
+            config.request_timeout,
+            config.max_body_bytes,
+        );
         let commands = Arc::new(PwsCommands {
             name: name.to_string(),
             client: client.clone(),
@@ -108,7 +112,10 @@ async fn callback(
     let event = q.event_type.or(q.etype);
     if event.as_deref() != Some("PRESENCE_NOTIFICATION") {
         count("callback_event_type");
-        return (StatusCode::BAD_REQUEST, "eventType must be PRESENCE_NOTIFICATION\n");
+        return (
+            StatusCode::BAD_REQUEST,
+            "eventType must be PRESENCE_NOTIFICATION\n",
+        );
     }
     let Some(id) = q.id else {
         count("callback_without_id");
@@ -125,7 +132,7 @@ async fn callback(
 }
 
 /// One watcher's subscription as created on the server.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct Sub {
     sid: String,
     watcher: String,
@@ -190,7 +197,10 @@ impl PwsConnector {
             watchers: Vec::new(),
             subs: Vec::new(),
         };
-        let chunks: Vec<&[String]> = self.contacts.chunks(c.max_contacts_per_subscription).collect();
+        let chunks: Vec<&[String]> = self
+            .contacts
+            .chunks(c.max_contacts_per_subscription)
+            .collect();
         // Spread subscriptions round-robin over the watchers.
         for (i, chunk) in chunks.iter().enumerate() {
             let watcher = &c.watchers[i % c.watchers.len()];
@@ -399,7 +409,12 @@ impl PwsConnector {
                 .fetch_basic(&sub.key, &sub.watcher, &sub.sid)
                 .await?
                 .into_iter()
-                .map(|c| (canonical_user(&c.uri), normalize::normalize_basic(&c.status)))
+                .map(|c| {
+                    (
+                        canonical_user(&c.uri),
+                        normalize::normalize_basic(&c.status),
+                    )
+                })
                 .collect(),
             PresenceKind::Rich => sub
                 .client
@@ -549,18 +564,17 @@ impl PwsCommands {
             .unwrap_or(self.config.set_expiry.as_secs());
         match cmd.action {
             CommandAction::ClearPresence => {
-                let body = super::xml::rich_presence_body(&cmd.user, "clear", None, false);
+                let body = super::xml::rich_presence_body(&cmd.user, "clear", None, false)?;
                 self.client.set_rich(key, user, body, false, expiry).await
             }
             CommandAction::SetPresence => {
                 let a = cmd.availability.unwrap_or(Availability::Unknown);
-                let status = normalize::basic_for_command(a).map_err(|reason| {
-                    PwsError::Rejected {
+                let status =
+                    normalize::basic_for_command(a).map_err(|reason| PwsError::Rejected {
                         status: 400,
                         code: None,
                         message: reason,
-                    }
-                })?;
+                    })?;
                 if cmd.activity.is_some() || cmd.note.is_some() {
                     let activity = match status {
                         "AVAILABLE" => "available",
@@ -575,7 +589,7 @@ impl PwsCommands {
                         activity,
                         cmd.note.as_deref(),
                         true,
-                    );
+                    )?;
                     self.client.set_rich(key, user, body, true, expiry).await
                 } else {
                     let override_ = normalize::override_for(status);
@@ -636,12 +650,14 @@ impl CommandTarget for PwsCommands {
 
 fn outcome(e: PwsError) -> CommandOutcome {
     match e {
-        PwsError::Rejected { status, code, message } if status < 500 => {
-            CommandOutcome::Rejected(match code {
-                Some(c) => format!("PWS error {c}: {message}"),
-                None => message,
-            })
-        }
+        PwsError::Rejected {
+            status,
+            code,
+            message,
+        } if status < 500 => CommandOutcome::Rejected(match code {
+            Some(c) => format!("PWS error {c}: {message}"),
+            None => message,
+        }),
         other => CommandOutcome::Failed(other.to_string()),
     }
 }

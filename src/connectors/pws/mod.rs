@@ -5,5 +5,8 @@
 //! builds the REST bodies and [`normalize`] maps PWS states to the normalized model and
 //! back. Neither does I/O, so both are table-tested and fuzzed (`fuzz/`).
 
+pub mod client;
+pub mod config;
+pub mod connector;
 pub mod normalize;
 pub mod xml;
