@@ -3,6 +3,7 @@
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use presence_bridge::config::{self, Config};
+use presence_bridge::simulate::pws as pws_sim;
 use presence_bridge::{codec, replay, runtime};
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
@@ -44,6 +45,9 @@ enum Cmd {
         /// Stop after this long (e.g. 30s); default: until Ctrl-C.
         #[arg(long, value_parser = humantime::parse_duration)]
         duration: Option<Duration>,
+        /// Users of the simulated Cisco PWS server the demo also watches (0: none).
+        #[arg(long, default_value_t = 20)]
+        pws_users: u32,
     },
     /// Print archived events as JSON lines.
     Replay {
@@ -57,6 +61,32 @@ enum Cmd {
     Schemas {
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+    /// Run a simulated presence server (for trying the bridge without the real one).
+    Simulate {
+        #[command(subcommand)]
+        source: SimulateCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum SimulateCmd {
+    /// Cisco IM&P Presence Web Service (REST at /presence-service, control API at /_sim).
+    Pws {
+        #[arg(long, default_value = "127.0.0.1:8082")]
+        listen: SocketAddr,
+        #[arg(long, default_value_t = 1000)]
+        users: u32,
+        /// Random presence changes per second over all users.
+        #[arg(long, default_value_t = 5.0)]
+        rate: f64,
+        #[arg(long, default_value = "example.com")]
+        domain: String,
+        #[arg(long, default_value = "pwsapp")]
+        app_user: String,
+        /// Application user password (the simulator accepts only this one).
+        #[arg(long, env = "PWS_SIM_APP_PASSWORD", default_value = "pwsapp-secret")]
+        app_password: String,
     },
 }
 
@@ -170,22 +200,106 @@ fn main() -> anyhow::Result<()> {
             rate,
             listen,
             duration,
+            pws_users,
         } => {
             // Warnings only: the live summary is the demo's output.
             init_tracing(&cli.log_format, "warn");
             let cfg = config::demo_config(&data_dir, listen, users, rate);
             let rt = tokio::runtime::Runtime::new()?;
-            rt.block_on(demo(cfg, duration))
+            rt.block_on(demo(cfg, duration, pws_users))
+        }
+        Cmd::Simulate { source } => {
+            init_tracing(&cli.log_format, "info");
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(simulate(source))
         }
     }
 }
 
-async fn demo(cfg: Config, duration: Option<Duration>) -> anyhow::Result<()> {
+async fn simulate(source: SimulateCmd) -> anyhow::Result<()> {
+    match source {
+        SimulateCmd::Pws {
+            listen,
+            users,
+            rate,
+            domain,
+            app_user,
+            app_password,
+        } => {
+            let sim = pws_sim::start(
+                listen,
+                pws_sim::PwsSimConfig {
+                    users,
+                    domain,
+                    app_user,
+                    app_password,
+                    change_rate: rate,
+                    ..Default::default()
+                },
+            )
+            .await
+            .with_context(|| format!("listen on {listen}"))?;
+            println!("PWS simulator: {} users, {rate} changes/s", users);
+            println!("  REST base:   {}", sim.base_url());
+            println!("  control API: http://{}/_sim/stats", sim.addr());
+            println!(
+                "  users:       {} … {}",
+                sim.user_uri(1),
+                sim.user_uri(users)
+            );
+            runtime::wait_for_signal().await;
+            sim.shutdown().await;
+            Ok(())
+        }
+    }
+}
+
+/// Adds a simulated PWS server and a `pws` connector watching it to the demo.
+async fn demo_pws(cfg: &mut Config, users: u32) -> anyhow::Result<pws_sim::PwsSimHandle> {
+    let sim = pws_sim::start(
+        "127.0.0.1:0".parse().expect("static address"),
+        pws_sim::PwsSimConfig {
+            users: users + 1,
+            change_rate: (users as f64 / 10.0).max(0.5),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let contacts: Vec<String> = (1..=users)
+        .map(|n| format!("\"{}\"", sim.user_uri(n)))
+        .collect();
+    let listen = cfg.http.listen;
+    if listen.port() == 0 {
+        bail!("the demo's PWS callback needs a fixed --listen port");
+    }
+    let snippet = format!(
+        "base_url = \"{}\"\napp_user = \"pwsapp\"\napp_password = \"pwsapp-secret\"\nwatchers = [\"{}\"]\ncontacts = [{}]\ncallback_url = \"http://{listen}/pws/demo\"\nfailsafe_interval = \"1m\"\n",
+        sim.base_url(),
+        sim.user_name(users + 1),
+        contacts.join(", ")
+    );
+    let pws: presence_bridge::connectors::pws::config::PwsConfig = toml::from_str(&snippet)?;
+    cfg.connectors.pws.insert("demo-pws".into(), pws);
+    Ok(sim)
+}
+
+async fn demo(mut cfg: Config, duration: Option<Duration>, pws_users: u32) -> anyhow::Result<()> {
     if cfg.connectors.synthetic.is_empty() {
         bail!("demo needs a synthetic connector");
     }
+    let pws = if pws_users > 0 {
+        Some(demo_pws(&mut cfg, pws_users).await?)
+    } else {
+        None
+    };
     let archive = cfg.archive_dir().expect("demo has an archive");
     let handle = runtime::start(cfg).await?;
+    if let Some(sim) = &pws {
+        println!(
+            "simulated Cisco PWS at {} ({pws_users} users) → connector demo-pws",
+            sim.base_url()
+        );
+    }
     let tty = std::io::stdout().is_terminal();
     println!(
         "presence-bridge demo: simulated users → change events → Avro files in {}",
@@ -244,6 +358,9 @@ async fn demo(cfg: Config, duration: Option<Duration>) -> anyhow::Result<()> {
     }
     handle.shutdown();
     handle.wait().await?;
+    if let Some(sim) = pws {
+        sim.shutdown().await;
+    }
     println!(
         "stopped. Archive: {} (read it with: presence-bridge replay --from {})",
         archive.display(),

@@ -22,39 +22,20 @@ struct Rig {
     nats: Option<NatsServer>,
 }
 
-/// Simulator with users 1..=CONTACTS+1; the bridge watches users 1..=CONTACTS through the
-/// last one as watcher, into the archive (and NATS commands when `with_nats`).
-async fn rig(extra: &str, with_nats: bool) -> Rig {
-    let sim = sim::start(
-        "127.0.0.1:0".parse().unwrap(),
-        PwsSimConfig {
-            users: CONTACTS + 1,
-            domain: "example.com".into(),
-            app_user: "bridgeapp".into(),
-            app_password: "s3cret".into(),
-            change_rate: 0.0,
-            seed: 1,
-            ..PwsSimConfig::default()
-        },
-    )
-    .await
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+/// The bridge config for `sim`, archive in `dir`, HTTP on `port`.
+fn bridge_config(
+    sim: &PwsSimHandle,
+    dir: &std::path::Path,
+    port: u16,
+    commands: &str,
+    extra: &str,
+) -> presence_bridge::config::Config {
     let contacts: Vec<String> = (1..=CONTACTS)
         .map(|n| format!("\"{}\"", sim.user_uri(n)))
         .collect();
-    let nats = with_nats.then(NatsServer::start);
-    let commands = match &nats {
-        Some(n) => format!(
-            "[sinks.nats]\nurl = \"{u}\"\n[commands.nats]\nurl = \"{u}\"\n",
-            u = n.url()
-        ),
-        None => String::new(),
-    };
     std::env::set_var("PWS_TEST_APP_PASSWORD", "s3cret");
-    let cfg = config(
-        dir.path(),
+    let mut cfg = config(
+        dir,
         &format!(
             r#"
 [sinks.archive]
@@ -73,8 +54,42 @@ callback_url = "http://127.0.0.1:{port}/pws/main"
             watcher = sim.user_name(CONTACTS + 1),
         ),
     );
-    let mut cfg = cfg;
     cfg.http.listen = format!("127.0.0.1:{port}").parse().unwrap();
+    cfg
+}
+
+async fn simulator() -> PwsSimHandle {
+    sim::start(
+        "127.0.0.1:0".parse().unwrap(),
+        PwsSimConfig {
+            users: CONTACTS + 1,
+            domain: "example.com".into(),
+            app_user: "bridgeapp".into(),
+            app_password: "s3cret".into(),
+            change_rate: 0.0,
+            seed: 1,
+            ..PwsSimConfig::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
+/// Simulator with users 1..=CONTACTS+1; the bridge watches users 1..=CONTACTS through the
+/// last one as watcher, into the archive (and NATS commands when `with_nats`).
+async fn rig(extra: &str, with_nats: bool) -> Rig {
+    let sim = simulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let nats = with_nats.then(NatsServer::start);
+    let commands = match &nats {
+        Some(n) => format!(
+            "[sinks.nats]\nurl = \"{u}\"\n[commands.nats]\nurl = \"{u}\"\n",
+            u = n.url()
+        ),
+        None => String::new(),
+    };
+    let cfg = bridge_config(&sim, dir.path(), port, &commands, extra);
     let bridge = runtime::start(cfg).await.unwrap();
     Rig {
         sim,
@@ -343,4 +358,55 @@ mode = "poll"
     assert_eq!(support::http_status(port, "/health"), Some(200));
     bridge.shutdown();
     bridge.wait().await.unwrap();
+}
+
+/// The bridge is down while a contact changes: the notification goes nowhere. On start the
+/// bridge subscribes again and fetches everything; only the contact that changed makes an
+/// event, with the state from before the downtime as `previous`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn change_while_the_bridge_was_down_is_found_with_the_right_previous() {
+    let sim = simulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let bridge = runtime::start(bridge_config(&sim, dir.path(), port, "", ""))
+        .await
+        .unwrap();
+    let m = bridge.metrics.clone();
+    wait_for("snapshot", Duration::from_secs(30), || {
+        published(&m.render(), "archive") == CONTACTS as u64
+    })
+    .await;
+    bridge.shutdown();
+    bridge.wait().await.unwrap();
+
+    let dave = sim.user_uri(9);
+    let before = sim.basic_of(&dave).unwrap();
+    let new = if before == "AWAY" { "BUSY" } else { "AWAY" };
+    sim.set_basic(&dave, new);
+
+    let bridge = runtime::start(bridge_config(&sim, dir.path(), port, "", ""))
+        .await
+        .unwrap();
+    let m = bridge.metrics.clone();
+    wait_for(
+        "the change made while down",
+        Duration::from_secs(30),
+        || published(&m.render(), "archive") >= 1,
+    )
+    .await;
+    let archive = bridge.archive_dir.clone().unwrap();
+    bridge.shutdown();
+    bridge.wait().await.unwrap();
+    let events = json_lines(&run_python("read_archive.py", &[archive.to_str().unwrap()]));
+    let (distinct, _, _) = util::check_chains(&events);
+    assert_eq!(
+        distinct as u64,
+        CONTACTS as u64 + 1,
+        "one new event, no spurious ones"
+    );
+    let e = last_for(&events, &dave);
+    assert_eq!(e["op"], "CHANGE");
+    assert_eq!(e["resync"], true);
+    assert_eq!(e["previous"]["raw"]["pws.basic"], before.as_str());
+    assert_eq!(e["current"]["raw"]["pws.basic"], new);
 }
