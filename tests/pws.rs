@@ -410,3 +410,31 @@ async fn change_while_the_bridge_was_down_is_found_with_the_right_previous() {
     assert_eq!(e["previous"]["raw"]["pws.basic"], before.as_str());
     assert_eq!(e["current"]["raw"]["pws.basic"], new);
 }
+
+/// Poll mode (IM&P cannot reach the bridge): no callbacks used; changes are found by the
+/// periodic fetch and flagged `resync`. Rich presence: activities and notes arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poll_mode_with_rich_presence() {
+    let rig = rig(
+        "mode = \"poll\"\npoll_interval = \"200ms\"\npresence = \"rich\"",
+        false,
+    )
+    .await;
+    rig.wait_published(CONTACTS as u64, "snapshot").await;
+    let erin = rig.sim.user_uri(10);
+    assert!(rig
+        .sim
+        .set_rich(&erin, "on-the-phone", Some("with a customer")));
+    rig.wait_published(CONTACTS as u64 + 1, "the rich change, found by polling")
+        .await;
+    let (events, _) = rig.finish().await;
+    let e = last_for(&events, &erin);
+    assert_eq!(e["current"]["availability"], "BUSY");
+    assert_eq!(e["current"]["activity"], "IN_A_CALL");
+    assert_eq!(e["current"]["note"], "with a customer");
+    assert_eq!(e["resync"], true, "found by a poll");
+    assert!(e["current"]["raw"]["pws.activities"]
+        .as_str()
+        .unwrap()
+        .contains("on-the-phone"));
+}

@@ -158,12 +158,12 @@ enum Served {
 
 impl PwsConnector {
     fn callback_url(&self) -> String {
-        // Poll mode still needs an endpoint id for subscriptions; a callback to nowhere
-        // is harmless because the changes stay queued on the server until fetched.
-        self.config
-            .callback_url
-            .clone()
-            .unwrap_or_else(|| "http://127.0.0.1:9/presence-bridge-poll-mode".into())
+        match (self.config.mode, &self.config.callback_url) {
+            (PwsMode::Notify, Some(url)) => url.clone(),
+            // Poll mode still needs an endpoint id for subscriptions; a callback to nowhere
+            // is harmless because the changes stay queued on the server until fetched.
+            _ => "http://127.0.0.1:9/presence-bridge-poll-mode".into(),
+        }
     }
 
     /// Logs in on `base` (following a 307 to the home node) and registers an endpoint there.
@@ -462,6 +462,9 @@ impl Connector for PwsConnector {
     }
 
     fn routes(&self) -> Option<axum::Router> {
+        if self.config.mode == PwsMode::Poll {
+            return None;
+        }
         let path = callback_path(self.config.callback_url.as_deref()?)?;
         Some(
             axum::Router::new()
