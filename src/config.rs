@@ -4,6 +4,7 @@
 
 use crate::connectors::pws::config::PwsConfig;
 use crate::connectors::synthetic::SyntheticConfig;
+use crate::connectors::ucwa::config::UcwaConfig;
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -409,6 +410,9 @@ pub struct ConnectorsConfig {
     /// Cisco IM&P Presence Web Service.
     #[serde(default)]
     pub pws: BTreeMap<String, PwsConfig>,
+    /// Lync / Skype for Business UCWA.
+    #[serde(default)]
+    pub ucwa: BTreeMap<String, UcwaConfig>,
 }
 
 impl ConnectorsConfig {
@@ -416,6 +420,7 @@ impl ConnectorsConfig {
         self.synthetic
             .keys()
             .chain(self.pws.keys())
+            .chain(self.ucwa.keys())
             .cloned()
             .collect()
     }
@@ -539,6 +544,9 @@ impl Config {
         }
         for (name, c) in &self.connectors.pws {
             p.extend(c.validate(&format!("connectors.pws.{name}")));
+        }
+        for (name, c) in &self.connectors.ucwa {
+            p.extend(c.validate(&format!("connectors.ucwa.{name}")));
         }
         p
     }

@@ -12,6 +12,7 @@ use crate::commands::{self, CommandRouter};
 use crate::config::Config;
 use crate::connectors::pws::connector::PwsConnector;
 use crate::connectors::synthetic::SyntheticConnector;
+use crate::connectors::ucwa::connector::UcwaConnector;
 use crate::connectors::{CommandTarget, Connector, ConnectorContext, ObservationSender};
 use crate::http::{self, HttpState};
 use crate::metrics::Metrics;
@@ -57,6 +58,9 @@ pub fn build_connectors(
     }
     for (name, c) in &config.connectors.pws {
         out.push(Arc::new(PwsConnector::new(name, c.clone())?));
+    }
+    for (name, c) in &config.connectors.ucwa {
+        out.push(Arc::new(UcwaConnector::new(name, c.clone())?));
     }
     Ok(out)
 }
