@@ -7,6 +7,7 @@
 
 pub mod pws;
 pub mod synthetic;
+pub mod ucwa;
 
 use crate::metrics::Metrics;
 use crate::model::{Command, Observation};
