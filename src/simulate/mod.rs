@@ -9,3 +9,4 @@
 //! - [`pws`]: Cisco IM&P Presence Web Service (REST/XML, notification callbacks).
 
 pub mod pws;
+pub mod ucwa;
