@@ -123,7 +123,9 @@ async fn snapshot_then_change_with_previous() {
     let alice = rig.sim.user_uri(3);
     let (before, _) = rig.sim.presence_of(&alice).unwrap();
     let new = if before == "Busy" { "Away" } else { "Busy" };
-    assert!(rig.sim.set_presence(&alice, new, Some("on-the-phone"), None));
+    assert!(rig
+        .sim
+        .set_presence(&alice, new, Some("on-the-phone"), None));
     rig.wait_published(CONTACTS as u64 + 1, "the change").await;
     let events = rig.finish().await;
     let (distinct, _, per_user) = util::check_chains(&events);
@@ -139,7 +141,7 @@ async fn snapshot_then_change_with_previous() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resync_resume_pget_replaced_and_expiry_lose_nothing() {
+async fn resync_resume_and_expiry_lose_nothing() {
     let rig = rig("", false).await;
     rig.wait_published(CONTACTS as u64, "snapshot").await;
     let mut expected = CONTACTS as u64;
@@ -171,7 +173,8 @@ async fn resync_resume_pget_replaced_and_expiry_lose_nothing() {
     let u7 = rig.sim.user_uri(7);
     assert!(rig.sim.set_presence(&u7, "IdleBusy", None, None));
     expected += 1;
-    rig.wait_published(expected, "change after the token expired").await;
+    rig.wait_published(expected, "change after the token expired")
+        .await;
     assert!(rig.errors("application_gone") > 0.0);
 
     let events = rig.finish().await;
@@ -304,4 +307,36 @@ accounts = [{{ username = "u@example.com", password = "p" }}]
     );
     bridge.shutdown();
     bridge.wait().await.unwrap();
+}
+
+/// Subscriptions are extended on a timer; one the server no longer knows (extend → 404) is
+/// created again, and changes keep arriving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_subscriptions_are_recreated_by_the_renewal() {
+    let rig = rig(
+        "subscription_minutes = 10\nrenew_interval = \"300ms\"",
+        false,
+    )
+    .await;
+    rig.wait_published(CONTACTS as u64, "snapshot").await;
+    let created = rig.sim.stats().subscriptions_created;
+    assert_eq!(created, 2, "one subscription per account");
+    rig.sim.expire_subscriptions();
+    let sim = rig.sim.clone();
+    wait_for(
+        "subscriptions created again",
+        Duration::from_secs(30),
+        || sim.stats().subscriptions_created >= created + 2,
+    )
+    .await;
+    let u8 = rig.sim.user_uri(8);
+    assert!(rig.sim.set_presence(&u8, "Away", Some("off-work"), None));
+    rig.wait_published(CONTACTS as u64 + 1, "change after re-subscribing")
+        .await;
+    let events = rig.finish().await;
+    let (distinct, _, _) = util::check_chains(&events);
+    assert_eq!(distinct as u64, CONTACTS as u64 + 1, "no spurious events");
+    let e = last_for(&events, &canonical(&u8));
+    assert_eq!(e["current"]["availability"], "AWAY");
+    assert_eq!(e["current"]["activity"], "OFF_WORK");
 }

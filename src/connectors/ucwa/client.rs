@@ -15,7 +15,10 @@ pub enum UcwaError {
     Unauthorized,
     /// 404 ApplicationNotFound / 410 (InactiveApplicationExpired, …): recreate the app.
     #[error("application gone ({status} {subcode:?})")]
-    ApplicationGone { status: u16, subcode: Option<String> },
+    ApplicationGone {
+        status: u16,
+        subcode: Option<String>,
+    },
     /// Any other 404 (an expired subscription, a vanished resource).
     #[error("not found ({subcode:?})")]
     NotFound { subcode: Option<String> },
@@ -271,7 +274,11 @@ impl UcwaClient {
     }
 
     fn bearer(&self) -> Option<String> {
-        self.token.lock().expect("lock").as_ref().map(|t| t.value.clone())
+        self.token
+            .lock()
+            .expect("lock")
+            .as_ref()
+            .map(|t| t.value.clone())
     }
 
     /// A new token when the current one is near its end (or `force`).
@@ -286,7 +293,12 @@ impl UcwaClient {
         if !due {
             return Ok(());
         }
-        let url = self.learned.lock().expect("lock").as_ref().map(|l| l.0.clone());
+        let url = self
+            .learned
+            .lock()
+            .expect("lock")
+            .as_ref()
+            .map(|l| l.0.clone());
         match url {
             Some(u) => self.token_at(&u, timeout).await,
             None => self.sign_in(timeout).await.map(|_| ()),
@@ -364,14 +376,23 @@ mod tests {
         let c = |s: u16, b: &str| classify(StatusCode::from_u16(s).unwrap(), b.as_bytes());
         assert!(matches!(c(401, ""), UcwaError::Unauthorized));
         assert!(matches!(
-            c(404, r#"{"code":"NotFound","subcode":"ApplicationNotFound"}"#),
+            c(
+                404,
+                r#"{"code":"NotFound","subcode":"ApplicationNotFound"}"#
+            ),
             UcwaError::ApplicationGone { status: 404, .. }
         ));
         assert!(matches!(
-            c(410, r#"{"code":"Gone","subcode":"InactiveApplicationExpired"}"#),
+            c(
+                410,
+                r#"{"code":"Gone","subcode":"InactiveApplicationExpired"}"#
+            ),
             UcwaError::ApplicationGone { status: 410, .. }
         ));
-        assert!(matches!(c(404, r#"{"code":"NotFound"}"#), UcwaError::NotFound { .. }));
+        assert!(matches!(
+            c(404, r#"{"code":"NotFound"}"#),
+            UcwaError::NotFound { .. }
+        ));
         assert!(matches!(
             c(409, r#"{"code":"Conflict","subcode":"PGetReplaced"}"#),
             UcwaError::PGetReplaced

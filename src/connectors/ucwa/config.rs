@@ -92,7 +92,9 @@ impl UcwaConfig {
             ));
         }
         if self.accounts.is_empty() {
-            p.push(format!("{key}.accounts is empty: add at least one signed-in user"));
+            p.push(format!(
+                "{key}.accounts is empty: add at least one signed-in user"
+            ));
         }
         for (i, a) in self.accounts.iter().enumerate() {
             if a.username.trim().is_empty() {
@@ -100,33 +102,35 @@ impl UcwaConfig {
             }
         }
         if self.contacts.is_empty() && self.contacts_file.is_none() {
-            p.push(format!("{key}: no contacts: set contacts = [...] or contacts_file"));
+            p.push(format!(
+                "{key}: no contacts: set contacts = [...] or contacts_file"
+            ));
         }
         if !(10..=30).contains(&self.subscription_minutes) {
             p.push(format!(
                 "{key}.subscription_minutes must be 10–30 (the server rejects others)"
             ));
         }
-        if self.renew_interval >= Duration::from_secs(self.subscription_minutes as u64 * 60)
-            || self.renew_interval < Duration::from_secs(1)
-        {
+        if self.renew_interval >= Duration::from_secs(self.subscription_minutes as u64 * 60) {
             p.push(format!(
                 "{key}.renew_interval must be shorter than subscription_minutes"
             ));
         }
+        if self.renew_interval < Duration::from_millis(100) {
+            p.push(format!("{key}.renew_interval must be at least 100ms"));
+        }
         let t = self.event_timeout.as_secs();
         if !(1..=1800).contains(&t) {
-            p.push(format!("{key}.event_timeout must be at most 1800s (server range 180–1800)"));
+            p.push(format!(
+                "{key}.event_timeout must be at most 1800s (server range 180–1800)"
+            ));
         }
         if self.report_activity_interval > Duration::from_secs(240) {
             p.push(format!(
                 "{key}.report_activity_interval must be at most 4m (UCWA idles the user otherwise)"
             ));
         }
-        for (f, v) in [
-            ("user_agent", &self.user_agent),
-            ("culture", &self.culture),
-        ] {
+        for (f, v) in [("user_agent", &self.user_agent), ("culture", &self.culture)] {
             if v.is_empty() || v.len() > 100 {
                 p.push(format!("{key}.{f} must be 1–100 characters"));
             }

@@ -161,11 +161,7 @@ impl Ctx<'_> {
         let app_self = resolve(apps_url, &app.self_href);
         *self.account.app.lock().expect("lock") = Some(AppLinks {
             app_self: app_self.clone(),
-            me: app
-                .me
-                .as_ref()
-                .map(|m| m.links.clone())
-                .unwrap_or_default(),
+            me: app.me.as_ref().map(|m| m.links.clone()).unwrap_or_default(),
         });
         self.account.available.store(false, Ordering::Relaxed);
         let mut session = AppSession {
@@ -179,8 +175,12 @@ impl Ctx<'_> {
             .people_links
             .get("presenceSubscriptions")
             .ok_or_else(|| UcwaError::SignIn("application without presenceSubscriptions".into()))?;
-        self.subscribe(&mut session, &resolve(&app_self, subs_href), &self.account.contacts)
-            .await?;
+        self.subscribe(
+            &mut session,
+            &resolve(&app_self, subs_href),
+            &self.account.contacts,
+        )
+        .await?;
         Ok(session)
     }
 
@@ -287,7 +287,12 @@ impl Ctx<'_> {
         self.emit(session, user, resync).await
     }
 
-    async fn emit(&self, session: &mut AppSession, user: &str, resync: bool) -> Result<bool, UcwaError> {
+    async fn emit(
+        &self,
+        session: &mut AppSession,
+        user: &str,
+        resync: bool,
+    ) -> Result<bool, UcwaError> {
         let Some((p, note)) = session.last.get(user) else {
             return Ok(true);
         };
@@ -320,8 +325,11 @@ impl Ctx<'_> {
         }
         if page.resync.is_some() {
             tracing::warn!(connector = %self.me.name, account = %self.account.user, "ucwa: resync: fetching every contact again");
-            let known: Vec<(String, String)> =
-                session.hrefs.iter().map(|(h, u)| (h.clone(), u.clone())).collect();
+            let known: Vec<(String, String)> = session
+                .hrefs
+                .iter()
+                .map(|(h, u)| (h.clone(), u.clone()))
+                .collect();
             for (href, user) in known {
                 if !self.fetch_presence(session, &href, &user, true).await? {
                     return Ok(false);
@@ -344,13 +352,18 @@ impl Ctx<'_> {
                         );
                         continue;
                     };
-                    match self.fetch_presence(session, &ev.link_href, &user, false).await {
+                    match self
+                        .fetch_presence(session, &ev.link_href, &user, false)
+                        .await
+                    {
                         Ok(true) => {}
                         Ok(false) => return Ok(false),
                         // One contact's presence failing is not the session failing.
-                        Err(e @ (UcwaError::NotFound { .. } | UcwaError::Rejected { .. } | UcwaError::Parse(_))) => {
-                            self.error(&e, "contact presence")
-                        }
+                        Err(
+                            e @ (UcwaError::NotFound { .. }
+                            | UcwaError::Rejected { .. }
+                            | UcwaError::Parse(_)),
+                        ) => self.error(&e, "contact presence"),
                         Err(e) => return Err(e),
                     }
                 }
@@ -393,14 +406,16 @@ impl Ctx<'_> {
 }
 
 /// Reads the event channel: one pending GET at a time, following `next` (or `resume` /
-/// `resync`) before the page is processed.
+/// `resync`) before the page is processed. Transient errors travel with the pages (for
+/// counting); the error that ends the channel is the return value.
 async fn read_events(
     client: &UcwaClient,
     mut url: String,
     timeout: Duration,
     request_timeout: Duration,
     pages: mpsc::Sender<Result<EventsPage, UcwaError>>,
-) {
+) -> UcwaError {
+    let closed = || UcwaError::SignIn("event processing stopped".into());
     let mut backoff = new_backoff();
     loop {
         let sep = if url.contains('?') { '&' } else { '?' };
@@ -417,21 +432,18 @@ async fn read_events(
             Err(UcwaError::PGetReplaced) => {
                 // Someone replaced our pending GET; ask again.
                 if pages.send(Err(UcwaError::PGetReplaced)).await.is_err() {
-                    return;
+                    return closed();
                 }
                 continue;
             }
             Err(e @ (UcwaError::Transport(_) | UcwaError::Throttled(_))) => {
                 if pages.send(Err(e)).await.is_err() {
-                    return;
+                    return closed();
                 }
                 tokio::time::sleep(backoff.next().unwrap_or(Duration::from_secs(30))).await;
                 continue;
             }
-            Err(e) => {
-                let _ = pages.send(Err(e)).await;
-                return;
-            }
+            Err(e) => return e,
         };
         backoff = new_backoff();
         let next = page
@@ -441,15 +453,10 @@ async fn read_events(
             .or_else(|| page.resync.clone());
         match next {
             Some(n) => url = resolve(&url, &n),
-            None => {
-                let _ = pages
-                    .send(Err(UcwaError::SignIn("event page without a next link".into())))
-                    .await;
-                return;
-            }
+            None => return UcwaError::SignIn("event page without a next link".into()),
         }
         if pages.send(Ok(page)).await.is_err() {
-            return;
+            return closed();
         }
     }
 }
@@ -509,7 +516,12 @@ impl UcwaConnector {
             let r = cx
                 .account
                 .client
-                .call(Method::GET, &session.app_self, None, self.config.request_timeout)
+                .call(
+                    Method::GET,
+                    &session.app_self,
+                    None,
+                    self.config.request_timeout,
+                )
                 .await
                 .and_then(|r| Ok(json::parse_application(&r.body)?));
             match r {
@@ -534,7 +546,15 @@ impl UcwaConnector {
         let ended = loop {
             tokio::select! {
                 _ = shutdown.recv() => break Ended::Shutdown,
-                _ = &mut reader => break Ended::Restart(UcwaError::SignIn("event reader stopped".into())),
+                e = &mut reader => {
+                    // Pages read before the channel ended are still ours to process.
+                    while let Ok(Ok(page)) = pages.try_recv() {
+                        if !matches!(cx.process(&mut session, page).await, Ok(true)) {
+                            break;
+                        }
+                    }
+                    break Ended::Restart(e);
+                }
                 page = pages.recv() => match page {
                     None => break Ended::Restart(UcwaError::SignIn("event channel closed".into())),
                     Some(Ok(page)) => match cx.process(&mut session, page).await {
@@ -566,9 +586,12 @@ impl UcwaConnector {
             // Deleting the application tears down its subscriptions on the server.
             let _ = tokio::time::timeout(
                 Duration::from_secs(5),
-                cx.account
-                    .client
-                    .call(Method::DELETE, &session.app_self, None, self.config.request_timeout),
+                cx.account.client.call(
+                    Method::DELETE,
+                    &session.app_self,
+                    None,
+                    self.config.request_timeout,
+                ),
             )
             .await;
         }
@@ -594,7 +617,10 @@ impl Connector for UcwaConnector {
     async fn run(self: Arc<Self>, ctx: ConnectorContext) -> Result<(), ConnectorError> {
         ctx.metrics
             .subscriptions
-            .get_or_create(&labels([("connector", &self.name), ("state", "configured")]))
+            .get_or_create(&labels([
+                ("connector", &self.name),
+                ("state", "configured"),
+            ]))
             .set(self.accounts.iter().map(|a| a.contacts.len() as i64).sum());
         let runs = self
             .accounts
@@ -663,7 +689,8 @@ impl UcwaCommands {
             CommandAction::ClearPresence => json::set_presence_body(None),
             CommandAction::SetPresence => {
                 let a = normalize::availability_for_command(
-                    cmd.availability.unwrap_or(crate::model::Availability::Unknown),
+                    cmd.availability
+                        .unwrap_or(crate::model::Availability::Unknown),
                     cmd.activity,
                 )
                 .map_err(CommandOutcome::Rejected)?;

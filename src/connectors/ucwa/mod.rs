@@ -11,5 +11,8 @@
 //! UCWA is hypermedia: the connector never builds a URL, it follows `_links.*.href` from
 //! autodiscovery on, which is why the parsers hand back links by relation name.
 
+pub mod client;
+pub mod config;
+pub mod connector;
 pub mod json;
 pub mod normalize;
