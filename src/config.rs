@@ -740,6 +740,7 @@ mod tests {
             if p.extension().is_some_and(|x| x == "toml") {
                 std::env::set_var("KAFKA_SASL_PASSWORD", "x");
                 std::env::set_var("PWS_APP_PASSWORD", "x");
+                std::env::set_var("UCWA_PASSWORD", "x");
                 Config::load(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
                 n += 1;
             }

@@ -4,6 +4,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use presence_bridge::config::{self, Config};
 use presence_bridge::simulate::pws as pws_sim;
+use presence_bridge::simulate::ucwa as ucwa_sim;
 use presence_bridge::{codec, replay, runtime};
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
@@ -48,6 +49,9 @@ enum Cmd {
         /// Users of the simulated Cisco PWS server the demo also watches (0: none).
         #[arg(long, default_value_t = 20)]
         pws_users: u32,
+        /// Users of the simulated UCWA (Lync/Skype) server the demo also watches (0: none).
+        #[arg(long, default_value_t = 20)]
+        ucwa_users: u32,
     },
     /// Print archived events as JSON lines.
     Replay {
@@ -87,6 +91,21 @@ enum SimulateCmd {
         /// Application user password (the simulator accepts only this one).
         #[arg(long, env = "PWS_SIM_APP_PASSWORD", default_value = "pwsapp-secret")]
         app_password: String,
+    },
+    /// Lync / Skype for Business UCWA (autodiscover at /autodiscover, control API at /_sim).
+    Ucwa {
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen: SocketAddr,
+        #[arg(long, default_value_t = 1000)]
+        users: u32,
+        /// Random presence changes per second over all users.
+        #[arg(long, default_value_t = 5.0)]
+        rate: f64,
+        #[arg(long, default_value = "example.com")]
+        domain: String,
+        /// The password every simulated user signs in with.
+        #[arg(long, env = "UCWA_SIM_PASSWORD", default_value = "ucwa-secret")]
+        password: String,
     },
 }
 
@@ -201,12 +220,13 @@ fn main() -> anyhow::Result<()> {
             listen,
             duration,
             pws_users,
+            ucwa_users,
         } => {
             // Warnings only: the live summary is the demo's output.
             init_tracing(&cli.log_format, "warn");
             let cfg = config::demo_config(&data_dir, listen, users, rate);
             let rt = tokio::runtime::Runtime::new()?;
-            rt.block_on(demo(cfg, duration, pws_users))
+            rt.block_on(demo(cfg, duration, pws_users, ucwa_users))
         }
         Cmd::Simulate { source } => {
             init_tracing(&cli.log_format, "info");
@@ -251,7 +271,60 @@ async fn simulate(source: SimulateCmd) -> anyhow::Result<()> {
             sim.shutdown().await;
             Ok(())
         }
+        SimulateCmd::Ucwa {
+            listen,
+            users,
+            rate,
+            domain,
+            password,
+        } => {
+            let sim = ucwa_sim::start(
+                listen,
+                ucwa_sim::UcwaSimConfig {
+                    users,
+                    domain,
+                    password,
+                    change_rate: rate,
+                    ..Default::default()
+                },
+            )
+            .await
+            .with_context(|| format!("listen on {listen}"))?;
+            println!("UCWA simulator: {users} users, {rate} changes/s");
+            println!("  autodiscover: {}", sim.autodiscover_url());
+            println!("  control API:  {}", sim.control_url());
+            println!("  users:        {} … {}", sim.upn(1), sim.upn(users));
+            runtime::wait_for_signal().await;
+            sim.shutdown().await;
+            Ok(())
+        }
     }
+}
+
+/// Adds a simulated UCWA server and a `ucwa` connector (one account) watching it.
+async fn demo_ucwa(cfg: &mut Config, users: u32) -> anyhow::Result<ucwa_sim::UcwaSimHandle> {
+    let sim = ucwa_sim::start(
+        "127.0.0.1:0".parse().expect("static address"),
+        ucwa_sim::UcwaSimConfig {
+            users: users + 1,
+            password: "ucwa-secret".into(),
+            change_rate: (users as f64 / 10.0).max(0.5),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let contacts: Vec<String> = (1..=users)
+        .map(|n| format!("\"{}\"", sim.user_uri(n)))
+        .collect();
+    let snippet = format!(
+        "autodiscover_url = \"{}\"\naccounts = [{{ username = \"{}\", password = \"ucwa-secret\" }}]\ncontacts = [{}]\n",
+        sim.autodiscover_url(),
+        sim.upn(users + 1),
+        contacts.join(", ")
+    );
+    let ucwa: presence_bridge::connectors::ucwa::config::UcwaConfig = toml::from_str(&snippet)?;
+    cfg.connectors.ucwa.insert("demo-ucwa".into(), ucwa);
+    Ok(sim)
 }
 
 /// Adds a simulated PWS server and a `pws` connector watching it to the demo.
@@ -283,7 +356,12 @@ async fn demo_pws(cfg: &mut Config, users: u32) -> anyhow::Result<pws_sim::PwsSi
     Ok(sim)
 }
 
-async fn demo(mut cfg: Config, duration: Option<Duration>, pws_users: u32) -> anyhow::Result<()> {
+async fn demo(
+    mut cfg: Config,
+    duration: Option<Duration>,
+    pws_users: u32,
+    ucwa_users: u32,
+) -> anyhow::Result<()> {
     if cfg.connectors.synthetic.is_empty() {
         bail!("demo needs a synthetic connector");
     }
@@ -292,8 +370,19 @@ async fn demo(mut cfg: Config, duration: Option<Duration>, pws_users: u32) -> an
     } else {
         None
     };
+    let ucwa = if ucwa_users > 0 {
+        Some(demo_ucwa(&mut cfg, ucwa_users).await?)
+    } else {
+        None
+    };
     let archive = cfg.archive_dir().expect("demo has an archive");
     let handle = runtime::start(cfg).await?;
+    if let Some(sim) = &ucwa {
+        println!(
+            "simulated UCWA at {} ({ucwa_users} users) → connector demo-ucwa",
+            sim.autodiscover_url()
+        );
+    }
     if let Some(sim) = &pws {
         println!(
             "simulated Cisco PWS at {} ({pws_users} users) → connector demo-pws",
@@ -359,6 +448,9 @@ async fn demo(mut cfg: Config, duration: Option<Duration>, pws_users: u32) -> an
     handle.shutdown();
     handle.wait().await?;
     if let Some(sim) = pws {
+        sim.shutdown().await;
+    }
+    if let Some(sim) = ucwa {
         sim.shutdown().await;
     }
     println!(
