@@ -337,8 +337,9 @@ fn deliver(app: &mut App, users: &[User], counters: &Counters) -> Arc<str> {
             return Arc::from(events::render_resync(&app.base, ack));
         }
         Some(Forced::Resume) => {
+            // What was queued before the cleanup is gone already (force_resume); events of
+            // a re-subscription made since then wait for the GET on the resume link.
             bump(&counters.resumes);
-            app.queue.clear();
             events::render(&app.base, ack, "resume", &[], &|_| "")
         }
         None => {
