@@ -14,7 +14,7 @@
 //!
 //! Timers: every application has one deadline that matters next (pending GET timeout, end
 //! of the hold window, idle expiry, subscription warning or expiry, own-presence idling);
-//! [`Timers`] keeps at most one live entry per application, earlier entries replacing later
+//! `Timers` keeps at most one live entry per application, earlier entries replacing later
 //! ones lazily, and [`Core::run_due`] re-examines an application when its entry is due.
 //!
 //! Presence fan-out: every user keeps the list of applications watching it (through any of
