@@ -14,7 +14,7 @@
 //!
 //! Timers: every application has one deadline that matters next (pending GET timeout, end
 //! of the hold window, idle expiry, subscription warning or expiry, own-presence idling);
-//! [`Timers`] keeps at most one live entry per application, earlier entries replacing later
+//! `Timers` keeps at most one live entry per application, earlier entries replacing later
 //! ones lazily, and [`Core::run_due`] re-examines an application when its entry is due.
 //!
 //! Presence fan-out: every user keeps the list of applications watching it (through any of
@@ -337,8 +337,9 @@ fn deliver(app: &mut App, users: &[User], counters: &Counters) -> Arc<str> {
             return Arc::from(events::render_resync(&app.base, ack));
         }
         Some(Forced::Resume) => {
+            // What was queued before the cleanup is gone already (force_resume); events of
+            // a re-subscription made since then wait for the GET on the resume link.
             bump(&counters.resumes);
-            app.queue.clear();
             events::render(&app.base, ack, "resume", &[], &|_| "")
         }
         None => {

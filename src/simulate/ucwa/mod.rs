@@ -29,7 +29,9 @@
 //! subscription warning and expiry, own-presence idling) is measured on the simulator's
 //! clock, the real monotonic clock plus an offset that [`UcwaSimHandle::advance_clock`]
 //! (or `POST /_sim/advance`) moves forward. Tests jump over 15-minute timeouts instead of
-//! sleeping; due deadlines are handled before `advance_clock` returns. `lastActive` values
+//! sleeping; due deadlines are handled before `advance_clock` returns, all at the new time
+//! (a pending GET that timed out during a jump counts as answered at the end of the jump,
+//! so a client that GETs again right away keeps its application). `lastActive` values
 //! follow the same clock.
 //!
 //! Choices where the reference is silent or marked unconfirmed (each *decided*):
