@@ -141,7 +141,7 @@ async fn snapshot_then_change_with_previous() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resync_resume_and_expiry_lose_nothing() {
+async fn resync_resume_pget_replaced_and_expiry_lose_nothing() {
     let rig = rig("", false).await;
     rig.wait_published(CONTACTS as u64, "snapshot").await;
     let mut expected = CONTACTS as u64;
@@ -159,6 +159,29 @@ async fn resync_resume_and_expiry_lose_nothing() {
     assert!(rig.sim.set_presence(&u5, "BeRightBack", None, None));
     expected += 1;
     rig.wait_published(expected, "change after resume").await;
+
+    // 409 PGetReplaced: counted, the pending GET is sent again, nothing is lost.
+    rig.sim.replace_pending_gets();
+    let sim = rig.sim.clone();
+    wait_for("a replaced pending GET", Duration::from_secs(10), || {
+        sim.stats().pget_replaced >= 1
+    })
+    .await;
+    let u3 = rig.sim.user_uri(3);
+    let now3 = rig.sim.presence_of(&u3).unwrap().0;
+    let to3 = if now3 == "Away" { "Busy" } else { "Away" };
+    assert!(rig.sim.set_presence(&u3, to3, None, None));
+    expected += 1;
+    rig.wait_published(expected, "change after PGetReplaced").await;
+    let m = rig.bridge.metrics.clone();
+    wait_for("PGetReplaced counted", Duration::from_secs(10), || {
+        metric_sum(
+            &m.render(),
+            "presence_connector_errors_total",
+            &["error_type=\"pget_replaced\""],
+        ) >= 1.0
+    })
+    .await;
 
     // Application gone (404 ApplicationNotFound) → new application and subscriptions.
     rig.sim.expire_applications();

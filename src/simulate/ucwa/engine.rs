@@ -689,6 +689,19 @@ impl Core {
         }
     }
 
+    /// Fault injection: every pending GET is released with `409 PGetReplaced`, as if
+    /// another client had sent a GET with the same ack.
+    pub fn replace_pending_gets(&mut self, now: Instant) {
+        for app in self.apps.values_mut() {
+            if let Some(old) = app.pget.take() {
+                if old.tx.send(Err(UcwaError::pget_replaced())).is_ok() {
+                    bump(&self.counters.pget_replaced);
+                }
+                app.released_at = now;
+            }
+        }
+    }
+
     // ---------------------------------------------------------------- event channel (§4)
 
     pub fn pget(

@@ -463,6 +463,11 @@ impl UcwaSimHandle {
         self.shared.with(|core, now| core.force_resync(now));
     }
 
+    /// Every pending GET is answered `409 PGetReplaced` (as if another client took over).
+    pub fn replace_pending_gets(&self) {
+        self.shared.with(|core, now| core.replace_pending_gets(now));
+    }
+
     /// Every subscription ends (silently; extending answers 404).
     pub fn expire_subscriptions(&self) {
         self.shared.with(|core, now| core.expire_subscriptions(now));
