@@ -293,11 +293,7 @@ pub fn parse_application(body: &[u8]) -> Result<Application, UcwaJsonError> {
     let events_href = links
         .remove("events")
         .ok_or(UcwaJsonError::Missing("_links.events"))?;
-    let embedded = raw.embedded;
-    let (me, people) = match embedded {
-        Some(e) => (e.me, e.people),
-        None => (None, None),
-    };
+    let (me, people) = raw.embedded.map_or((None, None), |e| (e.me, e.people));
     Ok(Application {
         self_href,
         events_href,
