@@ -172,7 +172,8 @@ async fn resync_resume_pget_replaced_and_expiry_lose_nothing() {
     let to3 = if now3 == "Away" { "Busy" } else { "Away" };
     assert!(rig.sim.set_presence(&u3, to3, None, None));
     expected += 1;
-    rig.wait_published(expected, "change after PGetReplaced").await;
+    rig.wait_published(expected, "change after PGetReplaced")
+        .await;
     let m = rig.bridge.metrics.clone();
     wait_for("PGetReplaced counted", Duration::from_secs(10), || {
         metric_sum(
