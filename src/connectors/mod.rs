@@ -16,6 +16,31 @@ use async_trait::async_trait;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
+/// Contacts from a config list plus an optional file (one per line, `#` comments),
+/// canonical ([`crate::model::canonical_user`]) and de-duplicated, in configuration order.
+pub fn load_contacts(
+    listed: &[String],
+    file: Option<&std::path::Path>,
+) -> std::io::Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut add = |c: &str| {
+        let c = crate::model::canonical_user(c);
+        if !c.is_empty() && seen.insert(c.clone()) {
+            out.push(c);
+        }
+    };
+    for c in listed {
+        add(c);
+    }
+    if let Some(f) = file {
+        for line in std::fs::read_to_string(f)?.lines() {
+            add(line.split('#').next().unwrap_or("").trim());
+        }
+    }
+    Ok(out)
+}
+
 /// Errors that end a connector task. Transient failures (a server down, a session expired)
 /// are handled inside the connector and only counted; these are the fatal ones.
 #[derive(Debug, thiserror::Error)]
@@ -95,4 +120,22 @@ pub trait CommandTarget: Send + Sync {
     /// Does this connector hold this (canonical) user?
     fn owns(&self, user: &str) -> bool;
     async fn apply(&self, command: &Command) -> CommandOutcome;
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn contacts_from_list_and_file_are_canonical_and_unique() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.txt");
+        std::fs::write(
+            &f,
+            "# team\nsip:Bob@x.org\n\ncarol@x.org  # lead\nalice@x.org\n",
+        )
+        .unwrap();
+        let got =
+            super::load_contacts(&["Alice@X.org".into(), "bob@x.org".into()], Some(&f)).unwrap();
+        assert_eq!(got, ["alice@x.org", "bob@x.org", "carol@x.org"]);
+        assert!(super::load_contacts(&[], Some(&dir.path().join("missing"))).is_err());
+    }
 }

@@ -176,24 +176,7 @@ impl PwsConfig {
     /// Every contact from `contacts` and `contacts_file`, canonical and de-duplicated, in
     /// configuration order.
     pub fn all_contacts(&self) -> std::io::Result<Vec<String>> {
-        let mut out = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        let mut add = |c: &str| {
-            let c = crate::model::canonical_user(c);
-            if !c.is_empty() && seen.insert(c.clone()) {
-                out.push(c);
-            }
-        };
-        for c in &self.contacts {
-            add(c);
-        }
-        if let Some(f) = &self.contacts_file {
-            for line in std::fs::read_to_string(f)?.lines() {
-                let line = line.split('#').next().unwrap_or("").trim();
-                add(line);
-            }
-        }
-        Ok(out)
+        crate::connectors::load_contacts(&self.contacts, self.contacts_file.as_deref())
     }
 }
 

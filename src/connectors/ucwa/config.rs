@@ -143,22 +143,6 @@ impl UcwaConfig {
 
     /// Contacts, canonical (`alice@example.com`) and de-duplicated, in configuration order.
     pub fn all_contacts(&self) -> std::io::Result<Vec<String>> {
-        let mut out = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        let mut add = |c: &str| {
-            let c = crate::model::canonical_user(c);
-            if !c.is_empty() && seen.insert(c.clone()) {
-                out.push(c);
-            }
-        };
-        for c in &self.contacts {
-            add(c);
-        }
-        if let Some(f) = &self.contacts_file {
-            for line in std::fs::read_to_string(f)?.lines() {
-                add(line.split('#').next().unwrap_or("").trim());
-            }
-        }
-        Ok(out)
+        crate::connectors::load_contacts(&self.contacts, self.contacts_file.as_deref())
     }
 }
