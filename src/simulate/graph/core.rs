@@ -67,6 +67,32 @@ pub struct User {
     pub availability: String,
     pub activity: String,
     pub seq: u64,
+    /// The Teams client's own state (`set_presence`); `Offline` = no client session.
+    pub teams: (String, String),
+    /// App presence sessions (`setPresence`).
+    pub sessions: Vec<AppSession>,
+    /// `setUserPreferredPresence`: (availability, activity, expiry).
+    pub preferred: Option<(String, String, SystemTime)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AppSession {
+    pub id: String,
+    pub availability: String,
+    pub activity: String,
+    pub expires: SystemTime,
+}
+
+/// Aggregation rank among sessions (§2.3): DoNotDisturb > Busy > Available > Away.
+fn rank(availability: &str) -> u8 {
+    match availability {
+        "DoNotDisturb" => 5,
+        "Busy" | "BusyIdle" => 4,
+        "Available" | "AvailableIdle" => 3,
+        "Away" | "BeRightBack" => 2,
+        "Offline" => 0,
+        _ => 1,
+    }
 }
 
 impl User {
@@ -131,6 +157,8 @@ pub struct Core {
     reads: VecDeque<SystemTime>,
     pub throttle_next: u32,
     pub drop_notifications: bool,
+    /// Users with app sessions or a preferred presence (they have expiries).
+    timed: std::collections::HashSet<usize>,
     seq: u64,
     pub rng: fastrand::Rng,
     pub tenant_id: String,
@@ -193,6 +221,9 @@ impl Core {
                 availability: a.into(),
                 activity: act.into(),
                 seq: u64::from(n),
+                teams: (a.into(), act.into()),
+                sessions: Vec::new(),
+                preferred: None,
             };
             by_id.insert(u.id.clone(), users.len());
             users.push(u);
@@ -207,6 +238,7 @@ impl Core {
             reads: VecDeque::new(),
             throttle_next: 0,
             drop_notifications: false,
+            timed: Default::default(),
             rng,
             tenant_id: uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_DNS, cfg.tenant.as_bytes())
                 .to_string(),
@@ -334,14 +366,50 @@ impl Core {
 
     // ---- presence changes ----
 
-    /// Sets a user's state as Teams would; notifies subscribers when it changed.
+    /// Sets a user's state as Teams would; notifies subscribers when the aggregate changed.
     pub fn set_presence(&mut self, u: usize, availability: &str, activity: &str, now: SystemTime) {
+        self.users[u].teams = (availability.to_owned(), activity.to_owned());
+        self.recompute(u, now);
+    }
+
+    /// Recomputes the aggregate (§2.3): preferred presence while any session exists, else
+    /// the highest-ranked session (Teams client or app), else `Offline/Offline`.
+    pub fn recompute(&mut self, u: usize, now: SystemTime) {
         let user = &mut self.users[u];
-        if user.availability == availability && user.activity == activity {
+        user.sessions.retain(|s| s.expires > now);
+        if user.preferred.as_ref().is_some_and(|p| p.2 <= now) {
+            user.preferred = None;
+        }
+        let mut best: Option<(String, String)> = None;
+        if user.teams.0 != "Offline" {
+            best = Some(user.teams.clone());
+        }
+        for s in &user.sessions {
+            if best
+                .as_ref()
+                .is_none_or(|b| rank(&s.availability) > rank(&b.0))
+            {
+                best = Some((s.availability.clone(), s.activity.clone()));
+            }
+        }
+        let (a, act) = match (&user.preferred, best) {
+            (Some(p), Some(_)) => (p.0.clone(), p.1.clone()),
+            (_, Some(b)) => b,
+            (_, None) if user.teams.0 == "Offline" && user.sessions.is_empty() => {
+                user.teams.clone()
+            }
+            _ => ("Offline".to_owned(), "Offline".to_owned()),
+        };
+        if user.sessions.is_empty() && user.preferred.is_none() {
+            self.timed.remove(&u);
+        } else {
+            self.timed.insert(u);
+        }
+        if user.availability == a && user.activity == act {
             return;
         }
-        user.availability = availability.to_owned();
-        user.activity = activity.to_owned();
+        user.availability = a;
+        user.activity = act;
         user.seq = self.seq;
         self.seq += 1;
         bump(&self.counters.changes);
@@ -538,6 +606,15 @@ impl Core {
 
     /// Expires subscriptions and sends `reauthorizationRequired` `REAUTH_LEAD` ahead.
     pub fn run_due(&mut self, now: SystemTime) {
+        let timed: Vec<usize> = self.timed.iter().copied().collect();
+        for u in timed {
+            let user = &self.users[u];
+            if user.sessions.iter().any(|s| s.expires <= now)
+                || user.preferred.as_ref().is_some_and(|p| p.2 <= now)
+            {
+                self.recompute(u, now);
+            }
+        }
         self.subs.retain(|_, s| s.expires > now);
         let due: Vec<String> = self
             .subs

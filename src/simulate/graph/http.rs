@@ -277,6 +277,24 @@ async fn graph(
                 "/me request is only valid with delegated authentication flow.",
             )),
         },
+        ("POST", ["users", id, "presence", action]) => {
+            let v = if body.trim().is_empty() {
+                json!({})
+            } else {
+                parse_json(body)?
+            };
+            shared.with(|core, now| {
+                let u = core.user_index(id).ok_or_else(|| {
+                    gerr(
+                        404,
+                        "ResourceNotFound",
+                        format!("User '{id}' was not found."),
+                    )
+                })?;
+                super::writes::write(core, &who, u, action, &v, now)
+            })?;
+            Ok(StatusCode::OK.into_response())
+        }
         ("POST", ["communications", "getPresencesByUserId"]) => read_many(shared, body),
         ("POST", ["subscriptions"]) => create_sub(shared, &who, body).await,
         ("GET", ["subscriptions"]) => {

@@ -4,11 +4,13 @@
 //!
 //! Out of scope for now (a later session adds them): encrypted rich notifications (§4.5 —
 //! `includeResourceData:true` is accepted when a certificate is given, but notifications are
-//! sent basic, without `encryptedContent`/`validationTokens`), the write actions (§2.3),
-//! `/me/presence`, the subscription-API write limits, slow/drop endpoint states, and a JSON
+//! sent basic, without `encryptedContent`/`validationTokens`), the idle fade of app
+//! sessions, `setStatusMessage` and the location actions, the subscription-API write limits, slow/drop endpoint states, and a JSON
 //! control API (the Rust [`GraphSimHandle`] is the only control surface).
 //!
 //! - [`core`]: state and operations behind one mutex; webhook items are queued on a channel.
+//! - [`writes`]: setPresence / clearPresence / setUserPreferredPresence /
+//!   clearUserPreferredPresence with pair and `expirationDuration` validation.
 //! - [`http`]: the routes, the validation handshake and the Graph/AAD error bodies.
 //! - this module: configuration, [`start`], the handle, the timer task, the notifier and
 //!   the random change generator.
@@ -43,6 +45,14 @@
 //!   due together for one URL go in one POST. `resource` and `@odata.id` are
 //!   `communications/presences('{id}')`. 2xx = ack; otherwise up to 3 retries after 1, 2
 //!   and 4 s (the 4 h policy compressed), first timeout 3 s, retries 10 s; then discarded.
+//! - Writes: `200` with an empty body. Delegated callers may write only their own presence
+//!   (`403` otherwise); app-only may write anyone's. setPresence's `sessionId` must equal
+//!   the client id (`400`), durations PT5M..PT4H; preferred presence PT5M..P7D (defaults
+//!   1 day for DoNotDisturb/Busy, else 7 days). The aggregate is: preferred while any
+//!   session exists (the Teams client counts unless Offline), else the highest of
+//!   DoNotDisturb > Busy > Available > Away/BeRightBack over the Teams state and the app
+//!   sessions, else the Teams client's Offline pair (`Offline/Offline` when it was cleared
+//!   that way). Expired sessions and preferences are removed on the clock.
 //! - Lifecycle: `reauthorizationRequired` once per subscription, 10 min before expiry
 //!   (re-armed by PATCH or reauthorize), only when `lifecycleNotificationUrl` was given.
 //!   [`GraphSimHandle::emit_lifecycle`] sends any kind; `subscriptionRemoved` also deletes.
@@ -50,6 +60,7 @@
 pub mod core;
 pub mod http;
 pub mod util;
+pub mod writes;
 
 #[cfg(test)]
 mod tests;

@@ -478,3 +478,151 @@ fn resource_forms() {
     ))
     .is_err());
 }
+
+#[tokio::test]
+async fn writes_and_aggregation() {
+    let e = env(cfg()).await;
+    let app = e.app_token().await;
+    let id = e.sim.user_id(5);
+    let path = |a: &str| format!("/users/{id}/presence/{a}");
+    let cid = GraphSimConfig::default().client_id;
+    e.sim.set_presence(&id, "Offline", "Offline");
+    // Invalid pair, bad duration, wrong session → 400.
+    e.post(
+        &app,
+        &path("setPresence"),
+        json!({"sessionId": cid, "availability": "Busy", "activity": "InAMeeting"}),
+    )
+    .await
+    .expect_error(400, "BadRequest");
+    e.post(&app, &path("setPresence"), json!({"sessionId": cid, "availability": "Busy", "activity": "InACall", "expirationDuration": "PT5H"})).await.expect_error(400, "BadRequest");
+    e.post(
+        &app,
+        &path("setPresence"),
+        json!({"sessionId": "other", "availability": "Busy", "activity": "InACall"}),
+    )
+    .await
+    .expect_error(400, "BadRequest");
+    e.post(&app, &path("clearPresence"), json!({"sessionId": cid}))
+        .await
+        .expect_error(404, "NotFound");
+    // A session shows; preferred wins while it exists.
+    let r = e.post(&app, &path("setPresence"), json!({"sessionId": cid, "availability": "Busy", "activity": "InACall", "expirationDuration": "PT10M"})).await;
+    assert_eq!((r.status, r.body.as_str()), (200, ""));
+    assert_eq!(
+        e.sim.presence_of(&id),
+        Some(("Busy".into(), "InACall".into()))
+    );
+    let r = e
+        .post(
+            &app,
+            &path("setUserPreferredPresence"),
+            json!({"availability": "DoNotDisturb", "activity": "DoNotDisturb"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        e.sim.presence_of(&id),
+        Some(("DoNotDisturb".into(), "DoNotDisturb".into()))
+    );
+    e.post(
+        &app,
+        &path("setUserPreferredPresence"),
+        json!({"availability": "Busy", "activity": "InACall"}),
+    )
+    .await
+    .expect_error(400, "BadRequest");
+    assert_eq!(
+        e.post(&app, &path("clearUserPreferredPresence"), json!({}))
+            .await
+            .status,
+        200
+    );
+    // Teams client Available and the app session Busy: Busy wins.
+    e.sim.set_presence(&id, "Available", "Available");
+    assert_eq!(
+        e.sim.presence_of(&id),
+        Some(("Busy".into(), "InACall".into()))
+    );
+    // The session expires on the clock → the Teams state.
+    e.sim.advance_clock(Duration::from_secs(11 * 60));
+    assert_eq!(
+        e.sim.presence_of(&id),
+        Some(("Available".into(), "Available".into()))
+    );
+    // Only session cleared → Offline.
+    e.sim.set_presence(&id, "Offline", "Offline");
+    e.post(
+        &app,
+        &path("setPresence"),
+        json!({"sessionId": cid, "availability": "Away", "activity": "Away"}),
+    )
+    .await;
+    assert_eq!(e.sim.presence_of(&id).unwrap().0, "Away");
+    assert_eq!(
+        e.post(&app, &path("clearPresence"), json!({"sessionId": cid}))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        e.sim.presence_of(&id),
+        Some(("Offline".into(), "Offline".into()))
+    );
+    // Delegated tokens may only set their own presence.
+    let t1 = e.user_token(1).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    e.post(&t1, &path("clearUserPreferredPresence"), json!({}))
+        .await
+        .expect_error(403, "Forbidden");
+    e.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn single_user_resource_drop_and_failures() {
+    let mut e = env(cfg()).await;
+    let t2 = e.user_token(2).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let id = e.sim.user_id(7);
+    let mut b = e.sub_body(std::slice::from_ref(&id), 50);
+    b["resource"] = json!(format!("communications/presences/{id}"));
+    b.as_object_mut()
+        .unwrap()
+        .remove("lifecycleNotificationUrl");
+    let r = e.post(&t2, "/subscriptions", b).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let sid = r.json()["id"].as_str().unwrap().to_owned();
+    let r = e
+        .send(
+            e.http
+                .post(format!(
+                    "{}/subscriptions/{sid}/reauthorize",
+                    e.sim.base_url()
+                ))
+                .bearer_auth(&t2),
+        )
+        .await;
+    assert_eq!(r.status, 204);
+    // Dropped notifications never arrive; the next change does.
+    e.sim.set_presence(&id, "Offline", "OffWork");
+    e.sim.drop_notifications(true);
+    e.sim.set_presence(&id, "Busy", "InACall");
+    e.sim.drop_notifications(false);
+    e.sim.set_presence(&id, "Away", "Away");
+    let (_, body) = e.next_hook().await;
+    assert_eq!(body["value"][0]["subscriptionId"], json!(sid));
+    let s = e.sim.stats();
+    assert_eq!(s.notifications_dropped, 1);
+    // GET list shows it.
+    let r = e.get(&t2, "/subscriptions").await;
+    assert_eq!(r.json()["value"].as_array().unwrap().len(), 1);
+    e.sim.expire_subscriptions();
+    e.get(&t2, &format!("/subscriptions/{sid}"))
+        .await
+        .expect_error(404, "ResourceNotFound");
+    e.sim.shutdown().await;
+}
