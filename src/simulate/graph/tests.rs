@@ -8,6 +8,8 @@ use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -45,9 +47,11 @@ struct Env {
 /// still encoded; notifications are forwarded as (path+query, body) and answered 202.
 async fn receiver() -> (String, UnboundedReceiver<(String, Value)>) {
     let (tx, rx) = unbounded_channel::<(String, Value)>();
+    let flaky = Arc::new(AtomicU64::new(0));
     let app = axum::Router::new().fallback(move |req: Request| {
         let tx: UnboundedSender<(String, Value)> = tx.clone();
-        async move { hook(req, tx).await }
+        let flaky = flaky.clone();
+        async move { hook(req, tx, flaky).await }
     });
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
@@ -57,7 +61,12 @@ async fn receiver() -> (String, UnboundedReceiver<(String, Value)>) {
     (format!("http://{addr}"), rx)
 }
 
-async fn hook(req: Request, tx: UnboundedSender<(String, Value)>) -> Response {
+/// `/flaky…` answers the first notification POST with `500`.
+async fn hook(
+    req: Request,
+    tx: UnboundedSender<(String, Value)>,
+    flaky: Arc<AtomicU64>,
+) -> Response {
     let uri = req.uri().clone();
     let query = uri.query().unwrap_or("");
     if let Some(raw) = util::parse_form_raw(query, "validationToken") {
@@ -67,6 +76,9 @@ async fn hook(req: Request, tx: UnboundedSender<(String, Value)>) -> Response {
             util::pct_decode(&raw)
         };
         return ([("content-type", "text/plain")], body).into_response();
+    }
+    if uri.path().starts_with("/flaky") && flaky.fetch_add(1, Ordering::SeqCst) == 0 {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     }
     let body = axum::body::to_bytes(req.into_body(), 1 << 20)
         .await
@@ -624,5 +636,51 @@ async fn single_user_resource_drop_and_failures() {
     e.get(&t2, &format!("/subscriptions/{sid}"))
         .await
         .expect_error(404, "ResourceNotFound");
+    e.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn batching_retry_and_https() {
+    let mut e = env(GraphSimConfig {
+        notify_latency: Duration::from_millis(200),
+        ..cfg()
+    })
+    .await;
+    let t3 = e.user_token(3).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ids: Vec<String> = (10..=12).map(|n| e.sim.user_id(n)).collect();
+    let mut b = e.sub_body(&ids, 50);
+    b["notificationUrl"] = json!(format!("{}/flaky/notify", e.hook));
+    let r = e.post(&t3, "/subscriptions", b).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    for id in &ids {
+        e.sim.set_presence(id, "Offline", "OffWork");
+        e.sim.set_presence(id, "Busy", "InACall");
+    }
+    // Due together → one POST; the first attempt fails (500) and is retried.
+    let (uri, body) = e.next_hook().await;
+    assert_eq!(uri, "/flaky/notify");
+    let n = body["value"].as_array().unwrap().len();
+    assert!(n >= 3, "{body}");
+    let s = e.sim.stats();
+    assert_eq!(s.notification_failures, 1);
+    assert!(s.notification_posts >= 2);
+    e.sim.shutdown().await;
+
+    // HTTPS required unless allowed.
+    let e = env(GraphSimConfig {
+        allow_http_webhooks: false,
+        ..cfg()
+    })
+    .await;
+    let t4 = e.user_token(4).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    e.post(&t4, "/subscriptions", e.sub_body(&ids, 50))
+        .await
+        .expect_error(400, "InvalidRequest");
     e.sim.shutdown().await;
 }
