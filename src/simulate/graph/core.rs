@@ -156,6 +156,8 @@ pub struct Core {
     pub subs: HashMap<String, Sub>,
     reads: VecDeque<SystemTime>,
     pub throttle_next: u32,
+    /// Next reads answered `503` with `Retry-After: 2`.
+    pub fail_next: u32,
     pub drop_notifications: bool,
     /// Users with app sessions or a preferred presence (they have expiries).
     timed: std::collections::HashSet<usize>,
@@ -237,6 +239,7 @@ impl Core {
             subs: HashMap::new(),
             reads: VecDeque::new(),
             throttle_next: 0,
+            fail_next: 0,
             drop_notifications: false,
             timed: Default::default(),
             rng,
@@ -269,6 +272,9 @@ impl Core {
         refresh: bool,
         now: SystemTime,
     ) -> (String, Option<String>) {
+        if self.tokens.len() > 10_000 {
+            self.tokens.retain(|_, t| t.expires > now);
+        }
         let tok = format!("eyJ0eXAiOiJKV1QiLCJzaW0iOiJncmFwaCJ9.{}", self.rand_str(64));
         self.tokens.insert(
             tok.clone(),
@@ -337,6 +343,17 @@ impl Core {
                 "Too many requests: the application exceeded its presence read budget.",
             )
         };
+        if self.fail_next > 0 {
+            self.fail_next -= 1;
+            return Err(GraphError {
+                retry_after: Some("2".into()),
+                ..gerr(
+                    503,
+                    "ServiceNotAvailable",
+                    "The service is temporarily unavailable.",
+                )
+            });
+        }
         if self.throttle_next > 0 {
             self.throttle_next -= 1;
             bump(&self.counters.throttled);

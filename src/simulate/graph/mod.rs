@@ -33,7 +33,8 @@
 //! - Reads: unknown ids are omitted from getPresencesByUserId; single GETs answer
 //!   `404 ResourceNotFound`. `sequenceNumber` is a 20-digit zero-padded counter, bumped on
 //!   every change. The read budget is one sliding window for the app; `Retry-After` is the
-//!   time until the oldest read leaves it (3 decimals); `throttle_next` answers `1.5`.
+//!   time until the oldest read leaves it (3 decimals); `throttle_next` answers `1.5`; `fail_next` answers `503 ServiceNotAvailable` with
+//!   `Retry-After: 2` (neither is charged to the budget).
 //! - Subscriptions: all operations need a delegated token except GET and DELETE (any token of
 //!   the app; `403` for app-only on POST/PATCH/reauthorize). Expiry < now+45 min is raised
 //!   to now+45 min; > now+60 min is `400` (the reference leaves reject/clamp open: we reject);
@@ -341,6 +342,11 @@ impl GraphSimHandle {
     /// The next `n` presence reads get `429` with `Retry-After: 1.5`.
     pub fn throttle_next(&self, n: u32) {
         self.shared.with(|core, _| core.throttle_next = n);
+    }
+
+    /// The next `n` presence reads get `503 ServiceNotAvailable` with `Retry-After: 2`.
+    pub fn fail_next(&self, n: u32) {
+        self.shared.with(|core, _| core.fail_next = n);
     }
 
     /// Sends a lifecycle event (`reauthorizationRequired`, `subscriptionRemoved`, `missed`)

@@ -281,6 +281,23 @@ async fn reads_and_auth() {
     .await
     .expect_error(400, "BadRequest");
 
+    // Delegated: /me/presence and reads of others; app-only /me → 400.
+    let t7 = e.user_token(7).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let v = e.get(&t7, "/me/presence").await.json();
+    assert_eq!(v["id"], json!(e.sim.user_id(7)));
+    assert_eq!(
+        e.get(&t7, &format!("/users/{id}/presence")).await.status,
+        200
+    );
+    e.get(&tok, "/me/presence")
+        .await
+        .expect_error(400, "BadRequest");
+    e.get(&tok, "/users/nobody/presence")
+        .await
+        .expect_error(404, "ResourceNotFound");
     e.sim.expire_tokens();
     e.get(&tok, &format!("/users/{id}/presence"))
         .await
@@ -317,6 +334,10 @@ async fn throttling_retry_after() {
     let ra: f64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
     assert!(ra > 0.0 && ra <= 30.0, "{ra}");
     e.sim.advance_clock(Duration::from_secs(31));
+    e.sim.fail_next(1);
+    let r = e.get(&tok, &format!("/users/{id}/presence")).await;
+    r.expect_error(503, "ServiceNotAvailable");
+    assert_eq!(r.headers["retry-after"], "2");
     assert_eq!(
         e.get(&tok, &format!("/users/{id}/presence")).await.status,
         200
