@@ -81,6 +81,26 @@ pub struct AppSession {
     pub availability: String,
     pub activity: String,
     pub expires: SystemTime,
+    /// When it was last posted (the idle fade counts from here).
+    pub set_at: SystemTime,
+}
+
+/// An `Available` app session fades to `Available/AvailableInactive` after this long
+/// without a new setPresence, and to `Away/Away` after twice this long (§2.3).
+pub const IDLE_FADE: Duration = Duration::from_secs(5 * 60);
+
+impl AppSession {
+    /// The session's pair after the idle fade.
+    pub fn state(&self, now: SystemTime) -> (String, String) {
+        let idle = now.duration_since(self.set_at).unwrap_or_default();
+        if self.availability == "Available" && idle >= 2 * IDLE_FADE {
+            ("Away".into(), "Away".into())
+        } else if self.availability == "Available" && idle >= IDLE_FADE {
+            ("Available".into(), "AvailableInactive".into())
+        } else {
+            (self.availability.clone(), self.activity.clone())
+        }
+    }
 }
 
 /// Aggregation rank among sessions (§2.3): DoNotDisturb > Busy > Available > Away.
@@ -402,11 +422,9 @@ impl Core {
             best = Some(user.teams.clone());
         }
         for s in &user.sessions {
-            if best
-                .as_ref()
-                .is_none_or(|b| rank(&s.availability) > rank(&b.0))
-            {
-                best = Some((s.availability.clone(), s.activity.clone()));
+            let st = s.state(now);
+            if best.as_ref().is_none_or(|b| rank(&st.0) > rank(&b.0)) {
+                best = Some(st);
             }
         }
         let (a, act) = match (&user.preferred, best) {
@@ -625,12 +643,8 @@ impl Core {
     pub fn run_due(&mut self, now: SystemTime) {
         let timed: Vec<usize> = self.timed.iter().copied().collect();
         for u in timed {
-            let user = &self.users[u];
-            if user.sessions.iter().any(|s| s.expires <= now)
-                || user.preferred.as_ref().is_some_and(|p| p.2 <= now)
-            {
-                self.recompute(u, now);
-            }
+            // Cheap, and only notifies on a real change (expiry or idle fade).
+            self.recompute(u, now);
         }
         self.subs.retain(|_, s| s.expires > now);
         let due: Vec<String> = self

@@ -4,8 +4,7 @@
 //!
 //! Out of scope for now (a later session adds them): encrypted rich notifications (§4.5 —
 //! `includeResourceData:true` is accepted when a certificate is given, but notifications are
-//! sent basic, without `encryptedContent`/`validationTokens`), the idle fade of app
-//! sessions, `setStatusMessage` and the location actions, the subscription-API write limits, slow/drop endpoint states, and a JSON
+//! sent basic, without `encryptedContent`/`validationTokens`), `setStatusMessage` and the location actions, the subscription-API write limits, slow/drop endpoint states, and a JSON
 //! control API (the Rust [`GraphSimHandle`] is the only control surface).
 //!
 //! - [`core`]: state and operations behind one mutex; webhook items are queued on a channel.
@@ -53,7 +52,9 @@
 //!   session exists (the Teams client counts unless Offline), else the highest of
 //!   DoNotDisturb > Busy > Available > Away/BeRightBack over the Teams state and the app
 //!   sessions, else the Teams client's Offline pair (`Offline/Offline` when it was cleared
-//!   that way). Expired sessions and preferences are removed on the clock.
+//!   that way). Expired sessions and preferences are removed on the clock. An `Available`
+//!   app session fades to `Available/AvailableInactive` 5 min after its last setPresence
+//!   and to `Away/Away` after 10 min (a re-post resets it).
 //! - Lifecycle: `reauthorizationRequired` once per subscription, 10 min before expiry
 //!   (re-armed by PATCH or reauthorize), only when `lifecycleNotificationUrl` was given.
 //!   [`GraphSimHandle::emit_lifecycle`] sends any kind; `subscriptionRemoved` also deletes.

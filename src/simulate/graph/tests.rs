@@ -583,6 +583,37 @@ async fn writes_and_aggregation() {
         e.sim.presence_of(&id),
         Some(("Available".into(), "Available".into()))
     );
+    // Idle fade of an Available session: 5 min → AvailableInactive, 10 min → Away.
+    e.sim.set_presence(&id, "Offline", "Offline");
+    let avail = json!({"sessionId": cid, "availability": "Available", "activity": "Available", "expirationDuration": "PT1H"});
+    assert_eq!(
+        e.post(&app, &path("setPresence"), avail.clone())
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        e.sim.presence_of(&id),
+        Some(("Available".into(), "Available".into()))
+    );
+    e.sim.advance_clock(Duration::from_secs(5 * 60));
+    assert_eq!(
+        e.sim.presence_of(&id),
+        Some(("Available".into(), "AvailableInactive".into()))
+    );
+    e.sim.advance_clock(Duration::from_secs(5 * 60));
+    assert_eq!(e.sim.presence_of(&id), Some(("Away".into(), "Away".into())));
+    assert_eq!(e.post(&app, &path("setPresence"), avail).await.status, 200);
+    assert_eq!(
+        e.sim.presence_of(&id),
+        Some(("Available".into(), "Available".into()))
+    );
+    assert_eq!(
+        e.post(&app, &path("clearPresence"), json!({"sessionId": cid}))
+            .await
+            .status,
+        200
+    );
     // Only session cleared → Offline.
     e.sim.set_presence(&id, "Offline", "Offline");
     e.post(

@@ -167,6 +167,7 @@ pub fn write(
                 availability: a.into(),
                 activity: act.into(),
                 expires: now + d,
+                set_at: now,
             });
         }
         "clearPresence" => {
