@@ -326,6 +326,13 @@ async fn graph(
                 Some(e) => Some(expiry(e, now)?),
                 None => None,
             };
+            let new_url = v.get("notificationUrl").and_then(Value::as_str);
+            let old_url = shared
+                .with(|core, now| core.live_sub(id, now).map(|s| s.notification_url.clone()))?;
+            if let Some(u) = new_url.filter(|u| *u != old_url) {
+                check_scheme(shared, u)?;
+                validate(shared, u).await?;
+            }
             shared.with(|core, now| {
                 let s = core.live_sub(id, now)?;
                 if let Some(u) = v.get("notificationUrl").and_then(Value::as_str) {
@@ -512,14 +519,7 @@ async fn create_sub(shared: &Arc<Shared>, who: &Principal, body: &str) -> Reply 
         .ok_or_else(|| gerr(400, "InvalidRequest", "notificationUrl is required."))?;
     let lifecycle = s("lifecycleNotificationUrl");
     for u in std::iter::once(&url).chain(lifecycle.iter()) {
-        let https = u.starts_with("https://");
-        if !(https || shared.cfg.allow_http_webhooks && u.starts_with("http://")) {
-            return Err(gerr(
-                400,
-                "InvalidRequest",
-                "The notification URL must use HTTPS.",
-            ));
-        }
+        check_scheme(shared, u)?;
     }
     let client_state = s("clientState");
     if client_state.as_ref().is_some_and(|c| c.len() > 128) {
@@ -574,6 +574,20 @@ async fn create_sub(shared: &Arc<Shared>, who: &Principal, body: &str) -> Reply 
             json!("https://graph.microsoft.com/v1.0/$metadata#subscriptions/$entity");
         Ok(json_response(201, &out))
     })
+}
+
+/// HTTPS only, unless `allow_http_webhooks`.
+fn check_scheme(shared: &Shared, u: &str) -> Result<(), GraphError> {
+    let https = u.starts_with("https://");
+    if https || shared.cfg.allow_http_webhooks && u.starts_with("http://") {
+        Ok(())
+    } else {
+        Err(gerr(
+            400,
+            "InvalidRequest",
+            "The notification URL must use HTTPS.",
+        ))
+    }
 }
 
 /// The validation handshake (§4.1): 200, text/plain, body = the decoded token, within 10 s.

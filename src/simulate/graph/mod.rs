@@ -38,7 +38,7 @@
 //!   the app; `403` for app-only on POST/PATCH/reauthorize). Expiry < now+45 min is raised
 //!   to now+45 min; > now+60 min is `400` (the reference leaves reject/clamp open: we reject);
 //!   stored in whole seconds. Unknown ids in the filter are accepted (never notify).
-//!   PATCH may change `expirationDateTime` and `notificationUrl` (not re-validated). The
+//!   PATCH may change `expirationDateTime` and `notificationUrl` (a new URL is validated first). The
 //!   handshake token is `Validation: Testing client application reachability for
 //!   subscription Request-Id: {guid}`; both URLs are validated (10 s each).
 //! - Notifications: one item per (subscription, change); only real changes notify; items

@@ -671,13 +671,30 @@ async fn single_user_resource_drop_and_failures() {
         )
         .await;
     assert_eq!(r.status, 204);
+    // PATCH notificationUrl: validated again (a wrong echo → 400, unchanged).
+    let patch = |url: String| {
+        e.http
+            .patch(format!("{}/subscriptions/{sid}", e.sim.base_url()))
+            .bearer_auth(&t2)
+            .json(&json!({ "notificationUrl": url }))
+    };
+    e.send(patch(format!("{}/bad/x", e.hook)))
+        .await
+        .expect_error(400, "ValidationError");
+    let r = e.send(patch(format!("{}/good/moved", e.hook))).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.json()["notificationUrl"],
+        json!(format!("{}/good/moved", e.hook))
+    );
     // Dropped notifications never arrive; the next change does.
     e.sim.set_presence(&id, "Offline", "OffWork");
     e.sim.drop_notifications(true);
     e.sim.set_presence(&id, "Busy", "InACall");
     e.sim.drop_notifications(false);
     e.sim.set_presence(&id, "Away", "Away");
-    let (_, body) = e.next_hook().await;
+    let (uri, body) = e.next_hook().await;
+    assert_eq!(uri, "/good/moved");
     assert_eq!(body["value"][0]["subscriptionId"], json!(sid));
     let s = e.sim.stats();
     assert_eq!(s.notifications_dropped, 1);
