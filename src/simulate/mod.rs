@@ -8,5 +8,6 @@
 //!
 //! - [`pws`]: Cisco IM&P Presence Web Service (REST/XML, notification callbacks).
 
+pub mod graph;
 pub mod pws;
 pub mod ucwa;
