@@ -272,7 +272,8 @@ pub fn parse_retry_after(header: &str) -> Option<Duration> {
 }
 
 /// RFC 3339 (`2026-11-21T10:15:30.1234567Z`, `…+01:00`, `t`/space separator, lower-case
-/// `z`) → milliseconds since the epoch, fraction truncated. Anything else is `None`.
+/// `z`) → milliseconds since the epoch, fraction truncated. Anything else is `None`, as is
+/// an instant outside years 0000..=9999 in UTC (so [`format_rfc3339_ms`] round-trips).
 pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
     let b = s.trim().as_bytes();
     if b.len() < 20 || b.len() > 64 {
@@ -338,15 +339,19 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
     };
     let days = days_from_civil(year, month, day);
     let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset_min * 60;
-    Some(secs * 1000 + millis)
+    let ms = secs * 1000 + millis;
+    // An offset can push 0000-01-01 or 9999-12-31 out of the four-digit UTC range.
+    (MIN_MS..=MAX_MS).contains(&ms).then_some(ms)
 }
+
+/// 0000-01-01T00:00:00Z and 9999-12-31T23:59:59.999Z: the range both directions cover.
+const MIN_MS: i64 = -62_167_219_200_000;
+const MAX_MS: i64 = 253_402_300_799_999;
 
 /// Milliseconds since the epoch as RFC 3339 UTC with milliseconds:
 /// `2026-01-10T10:59:00.000Z`. Clamped to years 0000..=9999.
 pub fn format_rfc3339_ms(ms: i64) -> String {
-    const MIN: i64 = -62_167_219_200_000; // 0000-01-01T00:00:00Z
-    const MAX: i64 = 253_402_300_799_999; // 9999-12-31T23:59:59.999Z
-    let ms = ms.clamp(MIN, MAX);
+    let ms = ms.clamp(MIN_MS, MAX_MS);
     let (secs, millis) = (ms.div_euclid(1000), ms.rem_euclid(1000));
     let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let (y, m, d) = civil_from_days(days);
@@ -959,6 +964,10 @@ pub(crate) mod tests {
             ("2026-11-21 10:15:30Z", Some(1_795_256_130_000)),
             ("2024-02-29T00:00:00Z", Some(1_709_164_800_000)),
             ("1969-12-31T23:59:59.999Z", Some(-1)),
+            ("2026-06-30T23:59:60Z", Some(1_782_864_000_000)),
+            ("0000-01-01T00:00:00+00:01", None),
+            ("9999-12-31T23:59:59-00:01", None),
+            ("0000-01-01T00:00:00-00:01", Some(-62_167_219_140_000)),
             ("2023-02-29T00:00:00Z", None),
             ("2026-13-01T00:00:00Z", None),
             ("2026-11-21T24:00:00Z", None),
