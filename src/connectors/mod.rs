@@ -5,6 +5,7 @@
 //! A connector is a protocol adapter: it owns its sessions, subscriptions, resubscribe loop
 //! and normalization table, and turns every notification-triggered fetch into Observations.
 
+pub mod graph;
 pub mod pws;
 pub mod synthetic;
 pub mod ucwa;
