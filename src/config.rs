@@ -2,6 +2,7 @@
 //! substitution in string values (for secrets), and a validation pass that names every bad
 //! key and how to fix it. The field docs here are the user-facing reference.
 
+use crate::connectors::graph::config::GraphConfig;
 use crate::connectors::pws::config::PwsConfig;
 use crate::connectors::synthetic::SyntheticConfig;
 use crate::connectors::ucwa::config::UcwaConfig;
@@ -413,6 +414,9 @@ pub struct ConnectorsConfig {
     /// Lync / Skype for Business UCWA.
     #[serde(default)]
     pub ucwa: BTreeMap<String, UcwaConfig>,
+    /// Microsoft Teams presence through Microsoft Graph.
+    #[serde(default)]
+    pub graph: BTreeMap<String, GraphConfig>,
 }
 
 impl ConnectorsConfig {
@@ -421,6 +425,7 @@ impl ConnectorsConfig {
             .keys()
             .chain(self.pws.keys())
             .chain(self.ucwa.keys())
+            .chain(self.graph.keys())
             .cloned()
             .collect()
     }
@@ -547,6 +552,9 @@ impl Config {
         }
         for (name, c) in &self.connectors.ucwa {
             p.extend(c.validate(&format!("connectors.ucwa.{name}")));
+        }
+        for (name, c) in &self.connectors.graph {
+            p.extend(c.validate(&format!("connectors.graph.{name}")));
         }
         p
     }

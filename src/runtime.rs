@@ -10,6 +10,7 @@
 use crate::codec::{self, registry::RegistryClient, Framing};
 use crate::commands::{self, CommandRouter};
 use crate::config::Config;
+use crate::connectors::graph::connector::GraphConnector;
 use crate::connectors::pws::connector::PwsConnector;
 use crate::connectors::synthetic::SyntheticConnector;
 use crate::connectors::ucwa::connector::UcwaConnector;
@@ -61,6 +62,9 @@ pub fn build_connectors(
     }
     for (name, c) in &config.connectors.ucwa {
         out.push(Arc::new(UcwaConnector::new(name, c.clone())?));
+    }
+    for (name, c) in &config.connectors.graph {
+        out.push(Arc::new(GraphConnector::new(name, c.clone())?));
     }
     Ok(out)
 }

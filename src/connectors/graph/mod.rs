@@ -8,5 +8,7 @@
 //! normalized model and validates command pairs. Neither does I/O, so both are table-tested
 //! and fuzzed (`fuzz/`, target `graph_json`).
 
+pub mod config;
+pub mod connector;
 pub mod json;
 pub mod normalize;

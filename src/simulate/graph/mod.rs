@@ -207,6 +207,7 @@ pub async fn start(addr: SocketAddr, cfg: GraphSimConfig) -> std::io::Result<Gra
     let addr = listener.local_addr()?;
     let counters = Arc::new(Counters::default());
     let (tx, rx) = mpsc::unbounded_channel();
+    crate::install_crypto_provider();
     let http = reqwest::Client::builder()
         .no_proxy()
         .build()

@@ -1,0 +1,278 @@
+//! The `graph` connector against the Graph simulator over real HTTP: the validation
+//! handshake, snapshot by resync, change with the right previous, wrong clientState
+//! rejected, 429 honoured, a lost subscription re-created and resynced, set presence round
+//! trip through the command topic.
+
+mod support;
+mod util;
+
+use presence_bridge::runtime::{self, BridgeHandle};
+use presence_bridge::simulate::graph::{self as sim, GraphSimConfig, GraphSimHandle};
+use serde_json::Value;
+use std::time::Duration;
+use support::{free_port, json_lines, run_python, NatsServer};
+use util::{config, metric_sum, published, wait_for};
+
+const USERS: u32 = 20;
+
+struct Rig {
+    sim: GraphSimHandle,
+    bridge: BridgeHandle,
+    port: u16,
+    _dir: tempfile::TempDir,
+    nats: Option<NatsServer>,
+}
+
+async fn rig(extra: &str, with_nats: bool) -> Rig {
+    let sim = sim::start(
+        "127.0.0.1:0".parse().unwrap(),
+        GraphSimConfig {
+            users: USERS + 1,
+            ..GraphSimConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let nats = with_nats.then(NatsServer::start);
+    let commands = match &nats {
+        Some(n) => format!(
+            "[sinks.nats]\nurl = \"{u}\"\n[commands.nats]\nurl = \"{u}\"\n",
+            u = n.url()
+        ),
+        None => String::new(),
+    };
+    let users: Vec<String> = (1..=USERS)
+        .map(|n| format!("\"{}\"", sim.user_id(n)))
+        .collect();
+    std::env::set_var("GRAPH_TEST_SECRET", "graph-sim-secret");
+    let mut cfg = config(
+        dir.path(),
+        &format!(
+            r#"
+[sinks.archive]
+{commands}
+[connectors.graph.teams]
+tenant = "contoso"
+client_id = "6731de76-14a6-49ae-97bc-6eba6914391e"
+client_secret = "${{GRAPH_TEST_SECRET}}"
+token_url = "{token}"
+graph_url = "{graph}"
+service_accounts = [{{ username = "{svc}", password = "graph-user-password" }}]
+users = [{users}]
+notification_url = "http://127.0.0.1:{port}/graph/teams"
+coalesce_window = "20ms"
+{extra}
+"#,
+            token = sim.token_url(),
+            graph = sim.base_url(),
+            svc = sim.upn(USERS + 1),
+            users = users.join(", "),
+        ),
+    );
+    cfg.http.listen = format!("127.0.0.1:{port}").parse().unwrap();
+    let bridge = runtime::start(cfg).await.unwrap();
+    Rig {
+        sim,
+        bridge,
+        port,
+        _dir: dir,
+        nats,
+    }
+}
+
+impl Rig {
+    async fn wait_published(&self, n: u64, what: &str) {
+        let m = self.bridge.metrics.clone();
+        wait_for(what, Duration::from_secs(30), || {
+            published(&m.render(), "archive") >= n
+        })
+        .await;
+    }
+
+    async fn finish(self) -> Vec<Value> {
+        let archive = self.bridge.archive_dir.clone().unwrap();
+        self.bridge.shutdown();
+        self.bridge.wait().await.unwrap();
+        drop(self.nats);
+        json_lines(&run_python("read_archive.py", &[archive.to_str().unwrap()]))
+    }
+}
+
+fn last_for<'a>(events: &'a [Value], user: &str) -> &'a Value {
+    events
+        .iter()
+        .rev()
+        .find(|e| e["user"] == user)
+        .unwrap_or_else(|| panic!("no event for {user}"))
+}
+
+fn other(a: &str) -> (&'static str, &'static str) {
+    if a == "Busy" {
+        ("Away", "Away")
+    } else {
+        ("Busy", "InACall")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshake_snapshot_change_and_client_state() {
+    let rig = rig("", false).await;
+    rig.wait_published(USERS as u64, "snapshot by the initial resync")
+        .await;
+    assert!(rig.sim.stats().validations_ok >= 1, "validation handshake");
+    let u = rig.sim.user_id(3);
+    let (before, _) = rig.sim.presence_of(&u).unwrap();
+    let (a, act) = other(&before);
+    assert!(rig.sim.set_presence(&u, a, act));
+    rig.wait_published(USERS as u64 + 1, "the notified change")
+        .await;
+
+    // A notification with the wrong clientState is refused and counted.
+    let client = reqwest::Client::new();
+    let body = serde_json::json!({"value":[{"subscriptionId":"nope","clientState":"forged","changeType":"updated","resource":format!("communications/presences('{u}')")}]});
+    let r = client
+        .post(format!("http://127.0.0.1:{}/graph/teams", rig.port))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let m = rig.bridge.metrics.clone();
+    assert!(
+        metric_sum(
+            &m.render(),
+            "presence_connector_errors_total",
+            &["error_type=\"unknown_subscription\""]
+        ) >= 1.0
+    );
+    // Validation handshake answered by the bridge itself.
+    let r = client
+        .post(format!(
+            "http://127.0.0.1:{}/graph/teams?validationToken=a%20b%3Cc",
+            rig.port
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r
+        .headers()
+        .get("content-type")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    assert_eq!(r.text().await.unwrap(), "a b<c");
+
+    let events = rig.finish().await;
+    let (distinct, _, _) = util::check_chains(&events);
+    assert_eq!(distinct as u64, USERS as u64 + 1);
+    let e = last_for(&events, &u);
+    assert_eq!(e["op"], "CHANGE");
+    assert_eq!(e["resync"], false);
+    assert_eq!(e["current"]["raw"]["graph.availability"], a);
+    assert_eq!(e["previous"]["raw"]["graph.availability"], before.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_and_lost_subscription_lose_nothing() {
+    let rig = rig("renew_interval = \"300ms\"", false).await;
+    rig.wait_published(USERS as u64, "snapshot").await;
+    let mut expected = USERS as u64;
+
+    // 429 with a fractional Retry-After: waited out, then fetched.
+    rig.sim.throttle_next(2);
+    let u4 = rig.sim.user_id(4);
+    let (a, act) = other(&rig.sim.presence_of(&u4).unwrap().0);
+    assert!(rig.sim.set_presence(&u4, a, act));
+    expected += 1;
+    rig.wait_published(expected, "change after throttling")
+        .await;
+    assert!(rig.sim.stats().throttled >= 1);
+
+    // Subscription gone: the renewal gets 404, creates it again and resyncs.
+    let created = rig.sim.stats().subscriptions_created;
+    rig.sim.expire_subscriptions();
+    let u5 = rig.sim.user_id(5);
+    let (a5, act5) = other(&rig.sim.presence_of(&u5).unwrap().0);
+    assert!(rig.sim.set_presence(&u5, a5, act5));
+    expected += 1;
+    rig.wait_published(expected, "change found by the resync after re-creation")
+        .await;
+    assert!(rig.sim.stats().subscriptions_created > created);
+
+    let events = rig.finish().await;
+    let (distinct, _, _) = util::check_chains(&events);
+    assert_eq!(distinct as u64, expected, "no spurious events");
+    assert_eq!(last_for(&events, &u5)["resync"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_preferred_presence_round_trip() {
+    let rig = rig("", true).await;
+    rig.wait_published(USERS as u64, "snapshot").await;
+    let url = rig.nats.as_ref().unwrap().url();
+    let u = rig.sim.user_id(7);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cmds.jsonl");
+    let target = if rig.sim.presence_of(&u).unwrap().0 == "DoNotDisturb" {
+        "BUSY"
+    } else {
+        "DO_NOT_DISTURB"
+    };
+    std::fs::write(
+        &file,
+        [
+            format!(r#"{{"command_id":"g1","user":"{u}","availability":"{target}"}}"#),
+            format!(r#"{{"command_id":"g2","user":"{u}","availability":"BUSY","activity":"PRESENTING"}}"#),
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    run_python(
+        "publish_nats.py",
+        &[
+            "--url",
+            &url,
+            "--subject",
+            "presence.commands",
+            "--file",
+            file.to_str().unwrap(),
+            "--jetstream",
+            "--ensure-stream",
+            "PRESENCE_COMMANDS",
+        ],
+    );
+    rig.wait_published(USERS as u64 + 1, "the commanded change comes back")
+        .await;
+    let m = rig.bridge.metrics.clone();
+    wait_for("both commands handled", Duration::from_secs(30), || {
+        metric_sum(&m.render(), "presence_commands_total", &[]) >= 2.0
+    })
+    .await;
+    let results = json_lines(&run_python(
+        "consume_nats.py",
+        &[
+            "--url",
+            &url,
+            "--stream",
+            "PRESENCE_COMMANDS_RESULTS",
+            "--subject",
+            "presence.command-results.>",
+            "--count",
+            "2",
+            "--schema",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/command_result.avsc"),
+        ],
+    ));
+    assert_eq!(results[0]["value"]["status"], "APPLIED");
+    assert_eq!(
+        results[1]["value"]["status"], "REJECTED",
+        "not a valid preferred pair"
+    );
+    let events = rig.finish().await;
+    let e = last_for(&events, &u);
+    assert_eq!(e["current"]["availability"], target);
+}
