@@ -749,6 +749,8 @@ mod tests {
                 std::env::set_var("KAFKA_SASL_PASSWORD", "x");
                 std::env::set_var("PWS_APP_PASSWORD", "x");
                 std::env::set_var("UCWA_PASSWORD", "x");
+                std::env::set_var("GRAPH_CLIENT_SECRET", "x");
+                std::env::set_var("GRAPH_SVC_PASSWORD", "x");
                 Config::load(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
                 n += 1;
             }

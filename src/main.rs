@@ -3,6 +3,7 @@
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use presence_bridge::config::{self, Config};
+use presence_bridge::simulate::graph as graph_sim;
 use presence_bridge::simulate::pws as pws_sim;
 use presence_bridge::simulate::ucwa as ucwa_sim;
 use presence_bridge::{codec, replay, runtime};
@@ -52,6 +53,9 @@ enum Cmd {
         /// Users of the simulated UCWA (Lync/Skype) server the demo also watches (0: none).
         #[arg(long, default_value_t = 20)]
         ucwa_users: u32,
+        /// Users of the simulated Microsoft Graph (Teams) the demo also watches (0: none).
+        #[arg(long, default_value_t = 20)]
+        graph_users: u32,
     },
     /// Print archived events as JSON lines.
     Replay {
@@ -106,6 +110,16 @@ enum SimulateCmd {
         /// The password every simulated user signs in with.
         #[arg(long, env = "UCWA_SIM_PASSWORD", default_value = "ucwa-secret")]
         password: String,
+    },
+    /// Microsoft Graph presence (token endpoint, /v1.0 presence and subscriptions, webhooks).
+    Graph {
+        #[arg(long, default_value = "127.0.0.1:8444")]
+        listen: SocketAddr,
+        #[arg(long, default_value_t = 1000)]
+        users: u32,
+        /// Random presence changes per second over all users.
+        #[arg(long, default_value_t = 5.0)]
+        rate: f64,
     },
 }
 
@@ -221,12 +235,13 @@ fn main() -> anyhow::Result<()> {
             duration,
             pws_users,
             ucwa_users,
+            graph_users,
         } => {
             // Warnings only: the live summary is the demo's output.
             init_tracing(&cli.log_format, "warn");
             let cfg = config::demo_config(&data_dir, listen, users, rate);
             let rt = tokio::runtime::Runtime::new()?;
-            rt.block_on(demo(cfg, duration, pws_users, ucwa_users))
+            rt.block_on(demo(cfg, duration, pws_users, ucwa_users, graph_users))
         }
         Cmd::Simulate { source } => {
             init_tracing(&cli.log_format, "info");
@@ -271,6 +286,39 @@ async fn simulate(source: SimulateCmd) -> anyhow::Result<()> {
             sim.shutdown().await;
             Ok(())
         }
+        SimulateCmd::Graph {
+            listen,
+            users,
+            rate,
+        } => {
+            let sim = graph_sim::start(
+                listen,
+                graph_sim::GraphSimConfig {
+                    users,
+                    change_rate: rate,
+                    ..Default::default()
+                },
+            )
+            .await
+            .with_context(|| format!("listen on {listen}"))?;
+            let d = graph_sim::GraphSimConfig::default();
+            println!("Graph simulator: {users} users, {rate} changes/s");
+            println!("  Graph base:  {}", sim.base_url());
+            println!("  token URL:   {}", sim.token_url());
+            println!(
+                "  client id:   {} (secret {})",
+                d.client_id, d.client_secret
+            );
+            println!(
+                "  users:       {} … {} (password {})",
+                sim.upn(1),
+                sim.upn(users),
+                d.user_password
+            );
+            runtime::wait_for_signal().await;
+            sim.shutdown().await;
+            Ok(())
+        }
         SimulateCmd::Ucwa {
             listen,
             users,
@@ -299,6 +347,41 @@ async fn simulate(source: SimulateCmd) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Adds a simulated Graph and a `graph` connector (one service account) watching it.
+async fn demo_graph(cfg: &mut Config, users: u32) -> anyhow::Result<graph_sim::GraphSimHandle> {
+    let sim = graph_sim::start(
+        "127.0.0.1:0".parse().expect("static address"),
+        graph_sim::GraphSimConfig {
+            users: users + 1,
+            change_rate: (users as f64 / 10.0).max(0.5),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let listen = cfg.http.listen;
+    if listen.port() == 0 {
+        bail!("the demo's Graph webhook needs a fixed --listen port");
+    }
+    let defaults = graph_sim::GraphSimConfig::default();
+    let ids: Vec<String> = (1..=users)
+        .map(|n| format!("\"{}\"", sim.user_id(n)))
+        .collect();
+    let snippet = format!(
+        "tenant = \"{tenant}\"\nclient_id = \"{cid}\"\nclient_secret = \"{secret}\"\ntoken_url = \"{token}\"\ngraph_url = \"{graph}\"\nservice_accounts = [{{ username = \"{svc}\", password = \"{pw}\" }}]\nusers = [{ids}]\nnotification_url = \"http://{listen}/graph/demo\"\n",
+        tenant = defaults.tenant,
+        cid = defaults.client_id,
+        secret = defaults.client_secret,
+        token = sim.token_url(),
+        graph = sim.base_url(),
+        svc = sim.upn(users + 1),
+        pw = defaults.user_password,
+        ids = ids.join(", "),
+    );
+    let graph: presence_bridge::connectors::graph::config::GraphConfig = toml::from_str(&snippet)?;
+    cfg.connectors.graph.insert("demo-graph".into(), graph);
+    Ok(sim)
 }
 
 /// Adds a simulated UCWA server and a `ucwa` connector (one account) watching it.
@@ -361,6 +444,7 @@ async fn demo(
     duration: Option<Duration>,
     pws_users: u32,
     ucwa_users: u32,
+    graph_users: u32,
 ) -> anyhow::Result<()> {
     if cfg.connectors.synthetic.is_empty() {
         bail!("demo needs a synthetic connector");
@@ -375,8 +459,19 @@ async fn demo(
     } else {
         None
     };
+    let graph = if graph_users > 0 {
+        Some(demo_graph(&mut cfg, graph_users).await?)
+    } else {
+        None
+    };
     let archive = cfg.archive_dir().expect("demo has an archive");
     let handle = runtime::start(cfg).await?;
+    if let Some(sim) = &graph {
+        println!(
+            "simulated Microsoft Graph at {} ({graph_users} users) → connector demo-graph",
+            sim.base_url()
+        );
+    }
     if let Some(sim) = &ucwa {
         println!(
             "simulated UCWA at {} ({ucwa_users} users) → connector demo-ucwa",
@@ -451,6 +546,9 @@ async fn demo(
         sim.shutdown().await;
     }
     if let Some(sim) = ucwa {
+        sim.shutdown().await;
+    }
+    if let Some(sim) = graph {
         sim.shutdown().await;
     }
     println!(
