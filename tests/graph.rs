@@ -276,3 +276,48 @@ async fn set_preferred_presence_round_trip() {
     let e = last_for(&events, &u);
     assert_eq!(e["current"]["availability"], target);
 }
+
+/// Lifecycle notifications: `missed` → the shard is fetched again (lost notifications
+/// recovered, flagged resync); `subscriptionRemoved` → the subscription is created again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_missed_and_subscription_removed_are_recovered() {
+    let rig = rig("", false).await;
+    rig.wait_published(USERS as u64, "snapshot").await;
+
+    rig.sim.drop_notifications(true);
+    let u9 = rig.sim.user_id(9);
+    let (a, act) = other(&rig.sim.presence_of(&u9).unwrap().0);
+    assert!(rig.sim.set_presence(&u9, a, act));
+    rig.sim.drop_notifications(false);
+    rig.sim.emit_lifecycle("missed");
+    rig.wait_published(USERS as u64 + 1, "the lost change, found by the resync")
+        .await;
+
+    let created = rig.sim.stats().subscriptions_created;
+    rig.sim.emit_lifecycle("subscriptionRemoved");
+    let sim = rig.sim.clone();
+    wait_for(
+        "subscription created again",
+        Duration::from_secs(30),
+        || sim.stats().subscriptions_created > created,
+    )
+    .await;
+    let u10 = rig.sim.user_id(10);
+    let (a10, act10) = other(&rig.sim.presence_of(&u10).unwrap().0);
+    assert!(rig.sim.set_presence(&u10, a10, act10));
+    rig.wait_published(USERS as u64 + 2, "a change through the new subscription")
+        .await;
+
+    let events = rig.finish().await;
+    let (distinct, _, _) = util::check_chains(&events);
+    assert_eq!(distinct as u64, USERS as u64 + 2, "no spurious events");
+    assert_eq!(last_for(&events, &u9)["resync"], true);
+    assert_eq!(
+        last_for(&events, &u9)["current"]["raw"]["graph.availability"],
+        a
+    );
+    assert_eq!(
+        last_for(&events, &u10)["current"]["raw"]["graph.availability"],
+        a10
+    );
+}
