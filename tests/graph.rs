@@ -177,7 +177,7 @@ async fn handshake_snapshot_change_and_client_state() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn throttling_and_lost_subscription_lose_nothing() {
+async fn throttling_token_expiry_and_lost_subscription_lose_nothing() {
     let rig = rig("renew_interval = \"300ms\"", false).await;
     rig.wait_published(USERS as u64, "snapshot").await;
     let mut expected = USERS as u64;
@@ -191,6 +191,15 @@ async fn throttling_and_lost_subscription_lose_nothing() {
     rig.wait_published(expected, "change after throttling")
         .await;
     assert!(rig.sim.stats().throttled >= 1);
+
+    // Tokens revoked: a 401 gets a new token and the request again.
+    rig.sim.expire_tokens();
+    let u6 = rig.sim.user_id(6);
+    let (a6, act6) = other(&rig.sim.presence_of(&u6).unwrap().0);
+    assert!(rig.sim.set_presence(&u6, a6, act6));
+    expected += 1;
+    rig.wait_published(expected, "change after the tokens expired")
+        .await;
 
     // Subscription gone: the renewal gets 404, creates it again and resyncs.
     let created = rig.sim.stats().subscriptions_created;

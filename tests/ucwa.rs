@@ -103,6 +103,32 @@ impl Rig {
     }
 }
 
+/// Sets `user` to `want`, or to `alt` when it already is `want`; returns what was set.
+fn change_to(
+    sim: &UcwaSimHandle,
+    user: &str,
+    want: &'static str,
+    alt: &'static str,
+) -> &'static str {
+    let now = sim.presence_of(user).unwrap().0;
+    let to = if now == want { alt } else { want };
+    assert!(sim.set_presence(user, to, None, None));
+    to
+}
+
+fn availability(ucwa: &str) -> &'static str {
+    match ucwa {
+        "Online" => "AVAILABLE",
+        "Busy" => "BUSY",
+        "IdleBusy" => "BUSY_IDLE",
+        "DoNotDisturb" => "DO_NOT_DISTURB",
+        "BeRightBack" => "BE_RIGHT_BACK",
+        "Away" => "AWAY",
+        "Offline" => "OFFLINE",
+        other => panic!("{other}"),
+    }
+}
+
 fn canonical(uri: &str) -> String {
     presence_bridge::model::canonical_user(uri)
 }
@@ -149,14 +175,14 @@ async fn resync_resume_pget_replaced_and_expiry_lose_nothing() {
     // resync link: every contact is fetched again; only real changes become events.
     let u4 = rig.sim.user_uri(4);
     rig.sim.force_resync();
-    assert!(rig.sim.set_presence(&u4, "DoNotDisturb", None, None));
+    let to4 = change_to(&rig.sim, &u4, "DoNotDisturb", "Online");
     expected += 1;
     rig.wait_published(expected, "change around a resync").await;
 
     // resume link: subscriptions gone → subscribed again, initial states fetched.
     rig.sim.force_resume();
     let u5 = rig.sim.user_uri(5);
-    assert!(rig.sim.set_presence(&u5, "BeRightBack", None, None));
+    let to5 = change_to(&rig.sim, &u5, "BeRightBack", "Online");
     expected += 1;
     rig.wait_published(expected, "change after resume").await;
 
@@ -187,7 +213,7 @@ async fn resync_resume_pget_replaced_and_expiry_lose_nothing() {
     // Application gone (404 ApplicationNotFound) → new application and subscriptions.
     rig.sim.expire_applications();
     let u6 = rig.sim.user_uri(6);
-    assert!(rig.sim.set_presence(&u6, "Offline", None, None));
+    let to6 = change_to(&rig.sim, &u6, "Offline", "Online");
     expected += 1;
     rig.wait_published(expected, "change after the application expired")
         .await;
@@ -195,7 +221,7 @@ async fn resync_resume_pget_replaced_and_expiry_lose_nothing() {
     // Tokens expire → 401 → a new token, same application.
     rig.sim.expire_tokens();
     let u7 = rig.sim.user_uri(7);
-    assert!(rig.sim.set_presence(&u7, "IdleBusy", None, None));
+    let to7 = change_to(&rig.sim, &u7, "IdleBusy", "Online");
     expected += 1;
     rig.wait_published(expected, "change after the token expired")
         .await;
@@ -204,22 +230,12 @@ async fn resync_resume_pget_replaced_and_expiry_lose_nothing() {
     let events = rig.finish().await;
     let (distinct, _, _) = util::check_chains(&events);
     assert_eq!(distinct as u64, expected, "no spurious events");
-    assert_eq!(
-        last_for(&events, &canonical(&u4))["current"]["availability"],
-        "DO_NOT_DISTURB"
-    );
-    assert_eq!(
-        last_for(&events, &canonical(&u5))["current"]["availability"],
-        "BE_RIGHT_BACK"
-    );
-    assert_eq!(
-        last_for(&events, &canonical(&u6))["current"]["availability"],
-        "OFFLINE"
-    );
-    assert_eq!(
-        last_for(&events, &canonical(&u7))["current"]["availability"],
-        "BUSY_IDLE"
-    );
+    for (u, to) in [(&u4, to4), (&u5, to5), (&u6, to6), (&u7, to7)] {
+        assert_eq!(
+            last_for(&events, &canonical(u))["current"]["availability"],
+            availability(to)
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
