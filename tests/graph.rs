@@ -330,3 +330,48 @@ async fn lifecycle_missed_and_subscription_removed_are_recovered() {
         a10
     );
 }
+
+/// Rich notifications: the presence arrives encrypted (RSA-OAEP key transport, HMAC-SHA256,
+/// AES-CBC) and is decrypted by the bridge; no presence read is needed for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_rich_notifications_need_no_fetch() {
+    use base64::Engine;
+    use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
+    let key = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, 2048).unwrap();
+    let pem = key.to_pkcs8_pem(LineEnding::LF).unwrap();
+    let spki = key.to_public_key().to_public_key_der().unwrap();
+    std::env::set_var("GRAPH_TEST_KEY", pem.as_str());
+    let cert = base64::engine::general_purpose::STANDARD.encode(spki.as_bytes());
+    let rig = rig(
+        &format!(
+            "encryption = {{ certificate = \"{cert}\", certificate_id = \"bridge-cert-1\", private_key = \"${{GRAPH_TEST_KEY}}\" }}"
+        ),
+        false,
+    )
+    .await;
+    rig.wait_published(USERS as u64, "snapshot").await;
+    let reads = rig.sim.stats().reads;
+    let u = rig.sim.user_id(11);
+    let (a, act) = other(&rig.sim.presence_of(&u).unwrap().0);
+    assert!(rig.sim.set_presence(&u, a, act));
+    rig.wait_published(USERS as u64 + 1, "the decrypted change")
+        .await;
+    assert_eq!(
+        rig.sim.stats().reads,
+        reads,
+        "no fetch for a rich notification"
+    );
+    let m = rig.bridge.metrics.clone();
+    assert_eq!(
+        metric_sum(
+            &m.render(),
+            "presence_connector_errors_total",
+            &["error_type=\"decrypt\""]
+        ),
+        0.0
+    );
+    let events = rig.finish().await;
+    let e = last_for(&events, &u);
+    assert_eq!(e["current"]["raw"]["graph.availability"], a);
+    assert_eq!(e["resync"], false);
+}

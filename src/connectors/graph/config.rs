@@ -14,6 +14,19 @@ pub struct ServiceAccount {
     pub password: Secret,
 }
 
+/// Rich notifications (`includeResourceData`): the presence arrives encrypted inside the
+/// notification, so no fetch is needed for it.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GraphEncryption {
+    /// Base64 certificate Graph encrypts to (the simulator takes the key's base64 DER
+    /// SubjectPublicKeyInfo instead).
+    pub certificate: String,
+    pub certificate_id: String,
+    /// The certificate's private key, PKCS#8 PEM (e.g. `"${file:/etc/presence-bridge/graph.key}"`).
+    pub private_key: Secret,
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct GraphConfig {
@@ -51,6 +64,8 @@ pub struct GraphConfig {
     pub reads_per_30s: u32,
     #[serde(default = "default_timeout", deserialize_with = "de_duration")]
     pub request_timeout: Duration,
+    #[serde(default)]
+    pub encryption: Option<GraphEncryption>,
 }
 
 fn default_graph() -> String {
@@ -105,6 +120,11 @@ impl GraphConfig {
             p.push(format!(
                 "{key}.renew_interval must be shorter than subscription_lifetime"
             ));
+        }
+        if let Some(e) = &self.encryption {
+            if let Err(err) = super::crypto::private_key_from_pem(e.private_key.expose()) {
+                p.push(format!("{key}.encryption.private_key: {err}"));
+            }
         }
         if self.reads_per_30s == 0 {
             p.push(format!("{key}.reads_per_30s must be at least 1"));

@@ -325,6 +325,10 @@ struct Shared {
     lifecycle: Mutex<Vec<(usize, String)>>,
     lifecycle_wake: Notify,
     metrics: Mutex<Option<Metrics>>,
+    /// Private key for rich (encrypted) notifications.
+    key: Option<rsa::RsaPrivateKey>,
+    /// Presences decrypted from rich notifications, waiting to be sent on.
+    decrypted: Mutex<Vec<GraphPresence>>,
 }
 
 impl Shared {
@@ -391,6 +395,23 @@ async fn webhook(
             s.shared.lifecycle_wake.notify_one();
             continue;
         }
+        // A rich notification carries the presence: decrypt it instead of fetching.
+        if let (Some(content), Some(key)) = (&item.encrypted_content, &s.shared.key) {
+            let presence =
+                serde_json::from_value::<super::crypto::EncryptedContent>(content.clone())
+                    .map_err(|_| ())
+                    .and_then(|c| super::crypto::decrypt(&c, key).map_err(|_| ()))
+                    .and_then(|plain| json::parse_presences(&plain).map_err(|_| ()));
+            match presence {
+                Ok(p) if !p.is_empty() => {
+                    s.shared.decrypted.lock().expect("lock").extend(p);
+                    any = true;
+                    continue;
+                }
+                // Not decryptable (wrong key, altered): counted, and fetched instead.
+                _ => s.shared.count(&s.name, "decrypt"),
+            }
+        }
         if let Some(id) = item.resource_id {
             s.shared
                 .pending
@@ -448,6 +469,21 @@ impl GraphConnector {
                 })
             })
             .collect();
+        let key = match &config.encryption {
+            Some(e) => Some(
+                super::crypto::private_key_from_pem(e.private_key.expose()).map_err(|reason| {
+                    ConnectorError::Config {
+                        connector: name.to_string(),
+                        reason: format!("encryption.private_key: {reason}"),
+                    }
+                })?,
+            ),
+            None => None,
+        };
+        let shared = Arc::new(Shared {
+            key,
+            ..Shared::default()
+        });
         Ok(GraphConnector {
             name: name.to_string(),
             client: Arc::new(GraphClient::new(&config)),
@@ -458,7 +494,7 @@ impl GraphConnector {
                 current: tokio::sync::Mutex::new(None),
             }),
             delegated,
-            shared: Arc::default(),
+            shared,
             users: Arc::new(users.into_iter().collect()),
         })
     }
@@ -481,13 +517,21 @@ impl GraphConnector {
     async fn subscribe(&self, i: usize) -> Result<String, GraphError> {
         let tokens = &self.delegated[i];
         let secret = format!("{:032x}", fastrand::u128(..));
-        let body = json::subscription_body(
+        let mut body = json::subscription_body(
             &json::presence_filter_resource(&self.shards[i]),
             &self.config.notification_url,
             Some(&self.config.notification_url),
             &secret,
             &self.expiry(),
         );
+        if let Some(e) = &self.config.encryption {
+            let mut v: serde_json::Value =
+                serde_json::from_str(&body).expect("subscription_body is JSON");
+            v["includeResourceData"] = serde_json::Value::Bool(true);
+            v["encryptionCertificate"] = serde_json::Value::from(e.certificate.as_str());
+            v["encryptionCertificateId"] = serde_json::Value::from(e.certificate_id.as_str());
+            body = v.to_string();
+        }
         let created = match self
             .client
             .call(tokens, Method::POST, "/subscriptions", Some(body.clone()))
@@ -582,26 +626,39 @@ impl GraphConnector {
     ) -> Result<bool, GraphError> {
         for chunk in ids.chunks(MAX_IDS) {
             let presences = self.client.presences(&self.app, chunk).await?;
-            let now = now_millis();
-            for p in presences {
-                let obs = Observation {
-                    source: SourceRef {
-                        kind: "graph".into(),
-                        connector: self.name.clone(),
-                        server: Some(self.config.tenant.clone()),
-                        server_time: None,
-                    },
-                    user: p.id.to_lowercase(),
-                    state: normalize::normalize(&p),
-                    observed_at: now,
-                    resync,
-                };
-                if tx.send(obs).await.is_err() {
-                    return Ok(false);
-                }
+            if !self.send(presences, resync, tx).await {
+                return Ok(false);
             }
         }
         Ok(true)
+    }
+
+    /// Sends presences on as observations; `false` when the pipeline is closed.
+    async fn send(
+        &self,
+        presences: Vec<GraphPresence>,
+        resync: bool,
+        tx: &ObservationSender,
+    ) -> bool {
+        let now = now_millis();
+        for p in presences {
+            let obs = Observation {
+                source: SourceRef {
+                    kind: "graph".into(),
+                    connector: self.name.clone(),
+                    server: Some(self.config.tenant.clone()),
+                    server_time: None,
+                },
+                user: p.id.to_lowercase(),
+                state: normalize::normalize(&p),
+                observed_at: now,
+                resync,
+            };
+            if tx.send(obs).await.is_err() {
+                return false;
+            }
+        }
+        true
     }
 }
 
@@ -696,6 +753,15 @@ impl Connector for GraphConnector {
             tokio::select! {
                 _ = shutdown.recv() => break,
                 _ = self.shared.wake.notified() => {
+                    // Decrypted rich notifications need no fetch.
+                    let decrypted: Vec<GraphPresence> =
+                        std::mem::take(&mut *self.shared.decrypted.lock().expect("lock"));
+                    if !decrypted.is_empty() && !self.send(decrypted, false, &tx).await {
+                        return Ok(());
+                    }
+                    if self.shared.pending.lock().expect("lock").is_empty() {
+                        continue;
+                    }
                     // Let notifications that arrive together be fetched together.
                     tokio::time::sleep(self.config.coalesce_window).await;
                     let ids: Vec<String> = self.shared.pending.lock().expect("lock").drain().collect();

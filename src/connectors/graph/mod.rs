@@ -10,5 +10,6 @@
 
 pub mod config;
 pub mod connector;
+pub mod crypto;
 pub mod json;
 pub mod normalize;

@@ -157,6 +157,8 @@ pub struct Sub {
     pub expires: SystemTime,
     pub include_resource_data: bool,
     pub encryption_certificate_id: Option<String>,
+    /// Public key the rich notifications are encrypted to.
+    pub encryption_key: Option<rsa::RsaPublicKey>,
     pub tls: String,
     reauth_sent: bool,
 }
@@ -468,9 +470,21 @@ impl Core {
                 continue;
             }
             let res = format!("communications/presences('{id}')");
-            items.push(Outgoing {
-                url: s.notification_url.clone(),
-                item: json!({
+            // Rich notification: the presence itself, encrypted to the subscriber's key.
+            let encrypted = match (&s.encryption_key, s.include_resource_data) {
+                (Some(key), true) => {
+                    let plain = serde_json::to_vec(&self.users[u].to_json()).unwrap_or_default();
+                    crate::connectors::graph::crypto::encrypt(
+                        &plain,
+                        key,
+                        s.encryption_certificate_id.as_deref().unwrap_or(""),
+                    )
+                    .ok()
+                    .and_then(|c| serde_json::to_value(c).ok())
+                }
+                _ => None,
+            };
+            let mut item = json!({
                     "subscriptionId": s.id,
                     "clientState": s.client_state,
                     "changeType": "updated",
@@ -483,7 +497,13 @@ impl Core {
                     "subscriptionExpirationDateTime": graph_time(s.expires),
                     "tenantId": self.tenant_id,
                     "organizationId": self.tenant_id,
-                }),
+            });
+            if let Some(e) = encrypted {
+                item["encryptedContent"] = e;
+            }
+            items.push(Outgoing {
+                url: s.notification_url.clone(),
+                item,
             });
         }
         for o in items {
@@ -530,9 +550,11 @@ impl Core {
         expires: SystemTime,
         include_resource_data: bool,
         encryption_certificate_id: Option<String>,
+        encryption_key: Option<rsa::RsaPublicKey>,
         tls: String,
     ) -> Value {
         let s = Sub {
+            encryption_key,
             id: id.clone(),
             creator,
             resource,

@@ -540,6 +540,28 @@ async fn create_sub(shared: &Arc<Shared>, who: &Principal, body: &str) -> Reply 
             "A valid encryptionCertificate is required when includeResourceData is true.",
         ));
     }
+    // Decided: the simulator takes the base64 DER SubjectPublicKeyInfo of the key instead
+    // of an X.509 certificate (no X.509 parser in the tree); Graph takes the certificate.
+    let encryption_key = match s("encryptionCertificate") {
+        Some(c) if rich => {
+            use base64::Engine;
+            use rsa::pkcs8::DecodePublicKey;
+            let der = base64::engine::general_purpose::STANDARD
+                .decode(c.trim())
+                .ok();
+            match der.and_then(|d| rsa::RsaPublicKey::from_public_key_der(&d).ok()) {
+                Some(k) => Some(k),
+                None => {
+                    return Err(gerr(
+                        400,
+                        "InvalidRequest",
+                        "encryptionCertificate must be base64 DER (SubjectPublicKeyInfo of an RSA key) in this simulator.",
+                    ))
+                }
+            }
+        }
+        _ => None,
+    };
     let now = shared.clock.now();
     let exp = expiry(v.get("expirationDateTime").unwrap_or(&Value::Null), now)?;
     let conflict = || {
@@ -568,6 +590,7 @@ async fn create_sub(shared: &Arc<Shared>, who: &Principal, body: &str) -> Reply 
             exp,
             rich,
             s("encryptionCertificateId"),
+            encryption_key.clone(),
             s("latestSupportedTlsVersion").unwrap_or_else(|| "v1_2".into()),
         );
         out["@odata.context"] =
