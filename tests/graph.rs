@@ -375,3 +375,106 @@ async fn encrypted_rich_notifications_need_no_fetch() {
     assert_eq!(e["current"]["raw"]["graph.availability"], a);
     assert_eq!(e["resync"], false);
 }
+
+/// `command_api = "session"`: setPresence with the app's session (valid pairs only, 5 min–4 h);
+/// and hostile webhook bodies are refused and counted, never a panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_api_commands_and_hostile_webhook_bodies() {
+    let rig = rig("command_api = \"session\"", true).await;
+    rig.wait_published(USERS as u64, "snapshot").await;
+    let url = rig.nats.as_ref().unwrap().url();
+    // A user not in DoNotDisturb (which would outrank the app's Busy session).
+    let u = (1..=USERS)
+        .map(|n| rig.sim.user_id(n))
+        .find(|id| {
+            let a = rig.sim.presence_of(id).unwrap().0;
+            a != "DoNotDisturb" && a != "Busy"
+        })
+        .expect("some user is neither DND nor Busy");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cmds.jsonl");
+    std::fs::write(
+        &file,
+        [
+            format!(r#"{{"command_id":"s1","user":"{u}","availability":"BUSY","activity":"IN_A_CALL","expiry_seconds":600}}"#),
+            format!(r#"{{"command_id":"s2","user":"{u}","availability":"BUSY","activity":"PRESENTING"}}"#),
+            format!(r#"{{"command_id":"s3","user":"{u}","availability":"AWAY","expiry_seconds":60}}"#),
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    run_python(
+        "publish_nats.py",
+        &[
+            "--url",
+            &url,
+            "--subject",
+            "presence.commands",
+            "--file",
+            file.to_str().unwrap(),
+            "--jetstream",
+            "--ensure-stream",
+            "PRESENCE_COMMANDS",
+        ],
+    );
+    let m = rig.bridge.metrics.clone();
+    wait_for("the commands handled", Duration::from_secs(30), || {
+        metric_sum(&m.render(), "presence_commands_total", &[]) >= 3.0
+    })
+    .await;
+    assert_eq!(rig.sim.presence_of(&u).unwrap().0, "Busy");
+    let results = json_lines(&run_python(
+        "consume_nats.py",
+        &[
+            "--url",
+            &url,
+            "--stream",
+            "PRESENCE_COMMANDS_RESULTS",
+            "--subject",
+            "presence.command-results.>",
+            "--count",
+            "3",
+            "--schema",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/command_result.avsc"),
+        ],
+    ));
+    let status: Vec<&str> = results
+        .iter()
+        .map(|r| r["value"]["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(status, ["APPLIED", "REJECTED", "REJECTED"], "{results:#?}");
+    assert!(results[2]["value"]["error"]
+        .as_str()
+        .unwrap()
+        .contains("PT5M..PT4H"));
+
+    let client = reqwest::Client::new();
+    let hook = format!("http://127.0.0.1:{}/graph/teams", rig.port);
+    let r = client
+        .post(&hook)
+        .body("{\"value\": [[[[ not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = client
+        .post(&hook)
+        .body(vec![b'x'; 2 * 1024 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413, "bodies over 1 MiB are refused");
+    assert!(
+        metric_sum(
+            &m.render(),
+            "presence_connector_errors_total",
+            &["error_type=\"notification_parse\""]
+        ) >= 1.0
+    );
+    assert_eq!(
+        support::http_status(rig.port, "/health"),
+        Some(200),
+        "still up"
+    );
+    rig.finish().await;
+}

@@ -27,6 +27,19 @@ pub struct GraphEncryption {
     pub private_key: Secret,
 }
 
+/// Which Graph API set-presence commands use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandApi {
+    /// `setUserPreferredPresence` / `clearUserPreferredPresence`: what the user would pick in
+    /// Teams; shown to everyone (default).
+    Preferred,
+    /// `setPresence` / `clearPresence`: an application presence session (sessionId = the
+    /// app's client id) that Teams aggregates with the user's other sessions; it lapses
+    /// after its expiration (5 min–4 h).
+    Session,
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct GraphConfig {
@@ -66,6 +79,12 @@ pub struct GraphConfig {
     pub request_timeout: Duration,
     #[serde(default)]
     pub encryption: Option<GraphEncryption>,
+    #[serde(default = "default_command_api")]
+    pub command_api: CommandApi,
+}
+
+fn default_command_api() -> CommandApi {
+    CommandApi::Preferred
 }
 
 fn default_graph() -> String {

@@ -697,6 +697,8 @@ impl Connector for GraphConnector {
 
     fn command_target(&self) -> Option<Arc<dyn CommandTarget>> {
         Some(Arc::new(GraphCommands {
+            api: self.config.command_api,
+            session_id: self.config.client_id.clone(),
             name: self.name.clone(),
             client: self.client.clone(),
             app: self.app.clone(),
@@ -838,6 +840,9 @@ impl Connector for GraphConnector {
 /// `clearUserPreferredPresence`, with the app-only token. The change comes back through
 /// the subscription like any other.
 pub struct GraphCommands {
+    api: super::config::CommandApi,
+    /// `sessionId` of the session API: the app's client id, as Graph requires.
+    session_id: String,
     name: String,
     client: Arc<GraphClient>,
     app: Arc<Tokens>,
@@ -859,26 +864,47 @@ impl CommandTarget for GraphCommands {
     }
 
     async fn apply(&self, cmd: &Command) -> CommandOutcome {
-        let (path, body) = match cmd.action {
-            CommandAction::ClearPresence => (
-                format!("/users/{}/presence/clearUserPreferredPresence", cmd.user),
+        use super::config::CommandApi;
+        let user = &cmd.user;
+        let (path, body) = match (self.api, cmd.action) {
+            (CommandApi::Preferred, CommandAction::ClearPresence) => (
+                format!("/users/{user}/presence/clearUserPreferredPresence"),
                 "{}".to_string(),
             ),
-            CommandAction::SetPresence => {
-                let pair = normalize::preferred_pair(
-                    cmd.availability
-                        .unwrap_or(crate::model::Availability::Unknown),
-                    cmd.activity,
-                );
-                let (a, act) = match pair {
+            (CommandApi::Session, CommandAction::ClearPresence) => (
+                format!("/users/{user}/presence/clearPresence"),
+                json::clear_presence_body(&self.session_id),
+            ),
+            (api, CommandAction::SetPresence) => {
+                let a = cmd
+                    .availability
+                    .unwrap_or(crate::model::Availability::Unknown);
+                let pair = match api {
+                    CommandApi::Preferred => normalize::preferred_pair(a, cmd.activity),
+                    CommandApi::Session => normalize::set_presence_pair(a, cmd.activity),
+                };
+                let (av, act) = match pair {
                     Ok(p) => p,
                     Err(reason) => return CommandOutcome::Rejected(reason),
                 };
+                if api == CommandApi::Session {
+                    if let Some(secs) = cmd.expiry_seconds {
+                        if let Err(reason) = normalize::expiration_bounds(secs as u64) {
+                            return CommandOutcome::Rejected(reason);
+                        }
+                    }
+                }
                 let expiration = cmd.expiry_seconds.map(|s| json::iso8601_duration(s as u64));
-                (
-                    format!("/users/{}/presence/setUserPreferredPresence", cmd.user),
-                    json::set_preferred_presence_body(a, act, expiration.as_deref()),
-                )
+                match api {
+                    CommandApi::Preferred => (
+                        format!("/users/{user}/presence/setUserPreferredPresence"),
+                        json::set_preferred_presence_body(av, act, expiration.as_deref()),
+                    ),
+                    CommandApi::Session => (
+                        format!("/users/{user}/presence/setPresence"),
+                        json::set_presence_body(&self.session_id, av, act, expiration.as_deref()),
+                    ),
+                }
             }
         };
         match self
