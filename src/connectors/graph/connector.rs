@@ -329,6 +329,8 @@ struct Shared {
     key: Option<rsa::RsaPrivateKey>,
     /// Presences decrypted from rich notifications, waiting to be sent on.
     decrypted: Mutex<Vec<GraphPresence>>,
+    /// shard → expiration the server gave (ms since the epoch), to schedule renewals.
+    expires: Mutex<HashMap<usize, i64>>,
 }
 
 impl Shared {
@@ -568,6 +570,7 @@ impl GraphConnector {
             other => other?,
         };
         let sub = json::parse_subscription(&created)?;
+        self.note_expiry(i, &sub.expiration_date_time);
         self.shared
             .subscriptions
             .lock()
@@ -580,6 +583,33 @@ impl GraphConnector {
             .insert(sub.id.clone(), (secret, i));
         tracing::info!(connector = %self.name, shard = i, subscription = %sub.id, users = self.shards[i].len(), "graph: subscribed");
         Ok(sub.id)
+    }
+
+    /// Remembers when the server will drop shard `i`'s subscription.
+    fn note_expiry(&self, i: usize, expiration: &str) {
+        if let Some(ms) = json::parse_rfc3339_ms(expiration) {
+            self.shared.expires.lock().expect("lock").insert(i, ms);
+        }
+    }
+
+    /// When to renew next: `renew_interval` at the latest, and never later than halfway
+    /// to the earliest expiration the server returned (it may grant less than asked).
+    fn next_renewal(&self) -> tokio::time::Instant {
+        let now = now_millis();
+        let soonest = self
+            .shared
+            .expires
+            .lock()
+            .expect("lock")
+            .values()
+            .min()
+            .copied();
+        let mut wait = self.config.renew_interval;
+        if let Some(exp) = soonest {
+            let half = Duration::from_millis(((exp - now).max(0) / 2) as u64);
+            wait = wait.min(half.max(Duration::from_secs(1)));
+        }
+        tokio::time::Instant::now() + wait
     }
 
     /// Renews shard `i` (PATCH); a missing subscription is created again (`Ok(true)`:
@@ -607,7 +637,12 @@ impl GraphConnector {
             )
             .await
         {
-            Ok(_) => Ok(false),
+            Ok(body) => {
+                if let Ok(sub) = json::parse_subscription(&body) {
+                    self.note_expiry(i, &sub.expiration_date_time);
+                }
+                Ok(false)
+            }
             Err(GraphError::NotFound(_)) => {
                 tracing::warn!(connector = %self.name, shard = i, "graph: subscription gone; creating it again");
                 self.subscribe(i).await?;
@@ -733,10 +768,7 @@ impl Connector for GraphConnector {
             .subscriptions
             .get_or_create(&labels([("connector", &self.name), ("state", "active")]))
             .set(self.users.len() as i64);
-        let mut renew = tokio::time::interval_at(
-            tokio::time::Instant::now() + self.config.renew_interval,
-            self.config.renew_interval,
-        );
+        let mut renew_at = self.next_renewal();
         let mut resync = tokio::time::interval_at(
             tokio::time::Instant::now() + self.config.resync_interval,
             self.config.resync_interval,
@@ -799,7 +831,7 @@ impl Connector for GraphConnector {
                         }
                     }
                 }
-                _ = renew.tick() => {
+                _ = tokio::time::sleep_until(renew_at) => {
                     for i in 0..self.shards.len() {
                         match self.renew(i).await {
                             Ok(true) => { resync_now.insert(i); }
@@ -807,6 +839,7 @@ impl Connector for GraphConnector {
                             Err(e) => self.error(m, &e, "renew"),
                         }
                     }
+                    renew_at = self.next_renewal();
                 }
                 _ = resync.tick() => resync_now.extend(0..self.shards.len()),
             }
