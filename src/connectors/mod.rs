@@ -42,6 +42,40 @@ pub fn load_contacts(
     Ok(out)
 }
 
+/// Why a JSON response body was refused before parsing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonBodyProblem {
+    TooLarge { len: usize, max: usize },
+    NotAnObject,
+}
+
+/// The common first step of every JSON connector's parsers: refuse oversized bodies before
+/// serde sees them, drop a UTF-8 BOM, and require an object (serde derives would also read
+/// structs from arrays).
+pub fn json_object_body(body: &[u8], max: usize) -> Result<&[u8], JsonBodyProblem> {
+    if body.len() > max {
+        return Err(JsonBodyProblem::TooLarge {
+            len: body.len(),
+            max,
+        });
+    }
+    let body = strip_bom(body);
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return Err(JsonBodyProblem::NotAnObject);
+    }
+    Ok(body)
+}
+
+/// The body without a leading UTF-8 byte-order mark.
+pub fn strip_bom(body: &[u8]) -> &[u8] {
+    body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body)
+}
+
+/// `None` for a missing or blank string.
+pub fn non_empty(s: Option<String>) -> Option<String> {
+    s.filter(|s| !s.trim().is_empty())
+}
+
 /// Errors that end a connector task. Transient failures (a server down, a session expired)
 /// are handled inside the connector and only counted; these are the fatal ones.
 #[derive(Debug, thiserror::Error)]

@@ -604,22 +604,13 @@ impl<'de, T: DeserializeOwned> Deserialize<'de> for Lenient<T> {
     }
 }
 
-fn strip_bom(body: &[u8]) -> &[u8] {
-    body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body)
-}
-
 /// Size check, object check, then serde.
 fn from_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, GraphJsonError> {
-    if body.len() > MAX_BODY {
-        return Err(GraphJsonError::TooLarge {
-            len: body.len(),
-            max: MAX_BODY,
-        });
-    }
-    let body = strip_bom(body);
-    if body.trim_ascii_start().first() != Some(&b'{') {
-        return Err(GraphJsonError::NotAnObject);
-    }
+    use crate::connectors::JsonBodyProblem as P;
+    let body = crate::connectors::json_object_body(body, MAX_BODY).map_err(|p| match p {
+        P::TooLarge { len, max } => GraphJsonError::TooLarge { len, max },
+        P::NotAnObject => GraphJsonError::NotAnObject,
+    })?;
     Ok(serde_json::from_slice(body)?)
 }
 
@@ -627,9 +618,7 @@ fn to_json<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("request bodies are plain strings")
 }
 
-fn non_empty(s: Option<String>) -> Option<String> {
-    s.filter(|s| !s.trim().is_empty())
-}
+use crate::connectors::{non_empty, strip_bom};
 
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     let head = s.get(..prefix.len())?;

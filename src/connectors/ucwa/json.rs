@@ -584,23 +584,13 @@ pub fn make_me_available_body() -> String {
 // ---------------------------------------------------------------------------------------
 // Helpers
 
-fn strip_bom(body: &[u8]) -> &[u8] {
-    body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body)
-}
-
 /// Size check, object check, then serde.
 fn from_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, UcwaJsonError> {
-    if body.len() > MAX_BODY {
-        return Err(UcwaJsonError::TooLarge {
-            len: body.len(),
-            max: MAX_BODY,
-        });
-    }
-    let body = strip_bom(body);
-    // serde derives also read structs from arrays; a UCWA body is always an object.
-    if body.trim_ascii_start().first() != Some(&b'{') {
-        return Err(UcwaJsonError::NotAnObject);
-    }
+    use crate::connectors::JsonBodyProblem as P;
+    let body = crate::connectors::json_object_body(body, MAX_BODY).map_err(|p| match p {
+        P::TooLarge { len, max } => UcwaJsonError::TooLarge { len, max },
+        P::NotAnObject => UcwaJsonError::NotAnObject,
+    })?;
     Ok(serde_json::from_slice(body)?)
 }
 
@@ -608,9 +598,7 @@ fn to_json<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("request bodies are plain strings and numbers")
 }
 
-fn non_empty(s: Option<String>) -> Option<String> {
-    s.filter(|s| !s.trim().is_empty())
-}
+use crate::connectors::{non_empty, strip_bom};
 
 /// A resource of which only the links matter.
 #[derive(Deserialize)]
