@@ -224,34 +224,18 @@ async fn set_preferred_presence_round_trip() {
     rig.wait_published(USERS as u64, "snapshot").await;
     let url = rig.nats.as_ref().unwrap().url();
     let u = rig.sim.user_id(7);
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("cmds.jsonl");
     let target = if rig.sim.presence_of(&u).unwrap().0 == "DoNotDisturb" {
         "BUSY"
     } else {
         "DO_NOT_DISTURB"
     };
-    std::fs::write(
-        &file,
-        [
-            format!(r#"{{"command_id":"g1","user":"{u}","availability":"{target}"}}"#),
-            format!(r#"{{"command_id":"g2","user":"{u}","availability":"BUSY","activity":"PRESENTING"}}"#),
-        ]
-        .join("\n"),
-    )
-    .unwrap();
-    run_python(
-        "publish_nats.py",
+    util::publish_commands(
+        &url,
         &[
-            "--url",
-            &url,
-            "--subject",
-            "presence.commands",
-            "--file",
-            file.to_str().unwrap(),
-            "--jetstream",
-            "--ensure-stream",
-            "PRESENCE_COMMANDS",
+            format!(r#"{{"command_id":"g1","user":"{u}","availability":"{target}"}}"#),
+            format!(
+                r#"{{"command_id":"g2","user":"{u}","availability":"BUSY","activity":"PRESENTING"}}"#
+            ),
         ],
     );
     rig.wait_published(USERS as u64 + 1, "the commanded change comes back")
@@ -261,24 +245,10 @@ async fn set_preferred_presence_round_trip() {
         metric_sum(&m.render(), "presence_commands_total", &[]) >= 2.0
     })
     .await;
-    let results = json_lines(&run_python(
-        "consume_nats.py",
-        &[
-            "--url",
-            &url,
-            "--stream",
-            "PRESENCE_COMMANDS_RESULTS",
-            "--subject",
-            "presence.command-results.>",
-            "--count",
-            "2",
-            "--schema",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/command_result.avsc"),
-        ],
-    ));
-    assert_eq!(results[0]["value"]["status"], "APPLIED");
+    let results = util::command_results(&url, 2);
+    assert_eq!(results[0]["status"], "APPLIED");
     assert_eq!(
-        results[1]["value"]["status"], "REJECTED",
+        results[1]["status"], "REJECTED",
         "not a valid preferred pair"
     );
     let events = rig.finish().await;
@@ -391,30 +361,18 @@ async fn session_api_commands_and_hostile_webhook_bodies() {
             a != "DoNotDisturb" && a != "Busy"
         })
         .expect("some user is neither DND nor Busy");
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("cmds.jsonl");
-    std::fs::write(
-        &file,
-        [
-            format!(r#"{{"command_id":"s1","user":"{u}","availability":"BUSY","activity":"IN_A_CALL","expiry_seconds":600}}"#),
-            format!(r#"{{"command_id":"s2","user":"{u}","availability":"BUSY","activity":"PRESENTING"}}"#),
-            format!(r#"{{"command_id":"s3","user":"{u}","availability":"AWAY","expiry_seconds":60}}"#),
-        ]
-        .join("\n"),
-    )
-    .unwrap();
-    run_python(
-        "publish_nats.py",
+    util::publish_commands(
+        &url,
         &[
-            "--url",
-            &url,
-            "--subject",
-            "presence.commands",
-            "--file",
-            file.to_str().unwrap(),
-            "--jetstream",
-            "--ensure-stream",
-            "PRESENCE_COMMANDS",
+            format!(
+                r#"{{"command_id":"s1","user":"{u}","availability":"BUSY","activity":"IN_A_CALL","expiry_seconds":600}}"#
+            ),
+            format!(
+                r#"{{"command_id":"s2","user":"{u}","availability":"BUSY","activity":"PRESENTING"}}"#
+            ),
+            format!(
+                r#"{{"command_id":"s3","user":"{u}","availability":"AWAY","expiry_seconds":60}}"#
+            ),
         ],
     );
     let m = rig.bridge.metrics.clone();
@@ -423,30 +381,13 @@ async fn session_api_commands_and_hostile_webhook_bodies() {
     })
     .await;
     assert_eq!(rig.sim.presence_of(&u).unwrap().0, "Busy");
-    let results = json_lines(&run_python(
-        "consume_nats.py",
-        &[
-            "--url",
-            &url,
-            "--stream",
-            "PRESENCE_COMMANDS_RESULTS",
-            "--subject",
-            "presence.command-results.>",
-            "--count",
-            "3",
-            "--schema",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/command_result.avsc"),
-        ],
-    ));
+    let results = util::command_results(&url, 3);
     let status: Vec<&str> = results
         .iter()
-        .map(|r| r["value"]["status"].as_str().unwrap())
+        .map(|r| r["status"].as_str().unwrap())
         .collect();
     assert_eq!(status, ["APPLIED", "REJECTED", "REJECTED"], "{results:#?}");
-    assert!(results[2]["value"]["error"]
-        .as_str()
-        .unwrap()
-        .contains("PT5M..PT4H"));
+    assert!(results[2]["error"].as_str().unwrap().contains("PT5M..PT4H"));
 
     let client = reqwest::Client::new();
     let hook = format!("http://127.0.0.1:{}/graph/teams", rig.port);

@@ -250,29 +250,13 @@ async fn set_presence_round_trip_through_the_command_topic() {
     rig.wait_published(CONTACTS as u64, "snapshot").await;
     let url = rig.nats.as_ref().unwrap().url();
     let carol = rig.sim.user_uri(8);
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("cmds.jsonl");
-    std::fs::write(
-        &file,
-        [
-            format!(r#"{{"command_id":"p1","user":"{carol}","availability":"DO_NOT_DISTURB"}}"#),
-            format!(r#"{{"command_id":"p2","user":"{carol}","availability":"BUSY","expiry_seconds":60}}"#),
-        ]
-        .join("\n"),
-    )
-    .unwrap();
-    run_python(
-        "publish_nats.py",
+    util::publish_commands(
+        &url,
         &[
-            "--url",
-            &url,
-            "--subject",
-            "presence.commands",
-            "--file",
-            file.to_str().unwrap(),
-            "--jetstream",
-            "--ensure-stream",
-            "PRESENCE_COMMANDS",
+            format!(r#"{{"command_id":"p1","user":"{carol}","availability":"DO_NOT_DISTURB"}}"#),
+            format!(
+                r#"{{"command_id":"p2","user":"{carol}","availability":"BUSY","expiry_seconds":60}}"#
+            ),
         ],
     );
     rig.wait_published(CONTACTS as u64 + 1, "the commanded change comes back")
@@ -283,28 +267,11 @@ async fn set_presence_round_trip_through_the_command_topic() {
         metric_sum(&m.render(), "presence_commands_total", &[]) >= 2.0
     })
     .await;
-    let results = json_lines(&run_python(
-        "consume_nats.py",
-        &[
-            "--url",
-            &url,
-            "--stream",
-            "PRESENCE_COMMANDS_RESULTS",
-            "--subject",
-            "presence.command-results.>",
-            "--count",
-            "2",
-            "--schema",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/command_result.avsc"),
-        ],
-    ));
-    assert_eq!(results[0]["value"]["status"], "APPLIED");
-    assert_eq!(results[0]["value"]["connector"], "main");
-    assert_eq!(results[1]["value"]["status"], "REJECTED");
-    assert!(results[1]["value"]["error"]
-        .as_str()
-        .unwrap()
-        .contains("3600"));
+    let results = util::command_results(&url, 2);
+    assert_eq!(results[0]["status"], "APPLIED");
+    assert_eq!(results[0]["connector"], "main");
+    assert_eq!(results[1]["status"], "REJECTED");
+    assert!(results[1]["error"].as_str().unwrap().contains("3600"));
     let (events, _) = rig.finish().await;
     let e = last_for(&events, &carol);
     assert_eq!(e["current"]["availability"], "DO_NOT_DISTURB");

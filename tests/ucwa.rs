@@ -245,29 +245,11 @@ async fn set_own_presence_through_the_command_topic() {
     let url = rig.nats.as_ref().unwrap().url();
     let account = rig.sim.upn(CONTACTS + 1);
     let watched = canonical(&rig.sim.user_uri(2));
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("cmds.jsonl");
-    std::fs::write(
-        &file,
-        [
+    util::publish_commands(
+        &url,
+        &[
             format!(r#"{{"command_id":"u1","user":"{account}","availability":"BUSY"}}"#),
             format!(r#"{{"command_id":"u2","user":"{watched}","availability":"AWAY"}}"#),
-        ]
-        .join("\n"),
-    )
-    .unwrap();
-    run_python(
-        "publish_nats.py",
-        &[
-            "--url",
-            &url,
-            "--subject",
-            "presence.commands",
-            "--file",
-            file.to_str().unwrap(),
-            "--jetstream",
-            "--ensure-stream",
-            "PRESENCE_COMMANDS",
         ],
     );
     let m = rig.bridge.metrics.clone();
@@ -276,26 +258,12 @@ async fn set_own_presence_through_the_command_topic() {
     })
     .await;
     assert_eq!(rig.sim.presence_of(&account).unwrap().0, "Busy");
-    let results = json_lines(&run_python(
-        "consume_nats.py",
-        &[
-            "--url",
-            &url,
-            "--stream",
-            "PRESENCE_COMMANDS_RESULTS",
-            "--subject",
-            "presence.command-results.>",
-            "--count",
-            "2",
-            "--schema",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/command_result.avsc"),
-        ],
-    ));
+    let results = util::command_results(&url, 2);
     let by_id = |id: &str| {
         results
             .iter()
-            .find(|r| r["value"]["command_id"] == id)
-            .unwrap()["value"]
+            .find(|r| r["command_id"] == id)
+            .unwrap()
             .clone()
     };
     assert_eq!(by_id("u1")["status"], "APPLIED");

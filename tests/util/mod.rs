@@ -131,3 +131,48 @@ pub fn init_logs() {
         .with_test_writer()
         .try_init();
 }
+
+/// Publishes JSON command lines to `presence.commands` on JetStream (the stream is created
+/// if the bridge has not yet), with the independent Python client.
+pub fn publish_commands(nats_url: &str, lines: &[String]) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cmds.jsonl");
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    super::support::run_python(
+        "publish_nats.py",
+        &[
+            "--url",
+            nats_url,
+            "--subject",
+            "presence.commands",
+            "--file",
+            file.to_str().unwrap(),
+            "--jetstream",
+            "--ensure-stream",
+            "PRESENCE_COMMANDS",
+        ],
+    );
+}
+
+/// The first `count` command results on NATS, decoded by fastavro with the result schema.
+pub fn command_results(nats_url: &str, count: usize) -> Vec<Value> {
+    let out = super::support::run_python(
+        "consume_nats.py",
+        &[
+            "--url",
+            nats_url,
+            "--stream",
+            "PRESENCE_COMMANDS_RESULTS",
+            "--subject",
+            "presence.command-results.>",
+            "--count",
+            &count.to_string(),
+            "--schema",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/command_result.avsc"),
+        ],
+    );
+    super::support::json_lines(&out)
+        .into_iter()
+        .map(|r| r["value"].clone())
+        .collect()
+}
