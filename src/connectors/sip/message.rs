@@ -1148,3 +1148,853 @@ pub fn frame(buf: &[u8]) -> Result<Option<Frame>, SipParseError> {
     }
     Ok((buf.len() >= total).then_some(Frame::Message(total)))
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// `head` (lines joined with CRLF) + empty line + `body`, with `{len}` in the head
+    /// replaced by the body length.
+    pub(crate) fn wire(head: &[&str], body: &str) -> Vec<u8> {
+        let head = head.join("\r\n").replace("{len}", &body.len().to_string());
+        format!("{head}\r\n\r\n{body}").into_bytes()
+    }
+
+    pub(crate) const PIDF: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<presence xmlns="urn:ietf:params:xml:ns:pidf" xmlns:dm="urn:ietf:params:xml:ns:pidf:data-model" xmlns:rpid="urn:ietf:params:xml:ns:pidf:rpid" entity="sip:alice@127.0.0.1">
+  <tuple id="a1"><status><basic>open</basic></status></tuple>
+  <dm:person id="p1"><rpid:activities><rpid:on-the-phone/></rpid:activities></dm:person>
+</presence>
+"#;
+
+    /// A NOTIFY as Kamailio 5.6 presence sends it (reference §2.3, header order and
+    /// values as in its traces).
+    pub(crate) fn kamailio_notify() -> Vec<u8> {
+        wire(
+            &[
+                "NOTIFY sip:presence-bridge@10.1.2.3:5070;transport=tcp SIP/2.0",
+                "Via: SIP/2.0/TCP 127.0.0.1:15060;branch=z9hG4bK9d5e.a1f0c6f4000000000000000000000000.0",
+                "To: <sip:presence-bridge@example.com>;tag=4f1c2a9b77e0d3c5",
+                "From: <sip:alice@127.0.0.1>;tag=a6a1c5f60faecf035a1ae5b6e96e979a-4a3d",
+                "CSeq: 2 NOTIFY",
+                "Call-ID: 0f3c7a9e5b1d2c4e6a8b0c2d4e6f8a0b@10.1.2.3",
+                "Content-Length: {len}",
+                "User-Agent: kamailio (5.6.3 (x86_64/linux))",
+                "Max-Forwards: 70",
+                "Event: presence",
+                "Contact: <sip:127.0.0.1:15060;transport=tcp>",
+                "Subscription-State: active;expires=3599",
+                "Content-Type: application/pidf+xml",
+            ],
+            PIDF,
+        )
+    }
+
+    /// Kamailio's 200 OK to an initial SUBSCRIBE (§2.8: 200, Expires, Contact).
+    pub(crate) fn kamailio_200() -> Vec<u8> {
+        wire(
+            &[
+                "SIP/2.0 200 OK",
+                "Via: SIP/2.0/TCP 10.1.2.3:5070;branch=z9hG4bK1a2b3c4d5e6f7a8b;rport=5070;received=10.1.2.3",
+                "From: <sip:presence-bridge@example.com>;tag=4f1c2a9b77e0d3c5",
+                "To: <sip:alice@127.0.0.1>;tag=a6a1c5f60faecf035a1ae5b6e96e979a-4a3d",
+                "Call-ID: 0f3c7a9e5b1d2c4e6a8b0c2d4e6f8a0b@10.1.2.3",
+                "CSeq: 1 SUBSCRIBE",
+                "Expires: 3600",
+                "Contact: <sip:127.0.0.1:15060;transport=tcp>",
+                "Server: kamailio (5.6.3 (x86_64/linux))",
+                "Content-Length: 0",
+            ],
+            "",
+        )
+    }
+
+    #[test]
+    fn kamailio_notify_parses() {
+        let m = SipMessage::parse(&kamailio_notify()).unwrap();
+        assert!(m.is_request());
+        assert_eq!(m.method(), Some("NOTIFY"));
+        assert_eq!(m.code(), None);
+        assert_eq!(
+            m.request_uri(),
+            Some("sip:presence-bridge@10.1.2.3:5070;transport=tcp")
+        );
+        assert_eq!(
+            m.call_id(),
+            Some("0f3c7a9e5b1d2c4e6a8b0c2d4e6f8a0b@10.1.2.3")
+        );
+        assert_eq!(m.cseq(), Some((2, "NOTIFY".to_string())));
+        assert_eq!(m.to_hdr().unwrap().tag(), Some("4f1c2a9b77e0d3c5"));
+        let from = m.from_hdr().unwrap();
+        assert_eq!(from.uri, "sip:alice@127.0.0.1");
+        assert_eq!(from.tag(), Some("a6a1c5f60faecf035a1ae5b6e96e979a-4a3d"));
+        assert_eq!(
+            m.contact().unwrap().uri,
+            "sip:127.0.0.1:15060;transport=tcp"
+        );
+        assert_eq!(
+            m.event(),
+            Some(EventHeader {
+                package: "presence".into(),
+                id: None
+            })
+        );
+        assert_eq!(
+            m.subscription_state(),
+            Some(SubscriptionState {
+                state: SubState::Active,
+                expires: Some(3599),
+                reason: None,
+                retry_after: None
+            })
+        );
+        assert_eq!(m.content_type().unwrap().essence, "application/pidf+xml");
+        assert_eq!(m.body, PIDF.as_bytes());
+        assert_eq!(
+            m.via_branch().as_deref(),
+            Some("z9hG4bK9d5e.a1f0c6f4000000000000000000000000.0")
+        );
+        assert_eq!(m.header("user-agent"), Some("kamailio (5.6.3 (x86_64/linux))"));
+        assert_eq!(m.headers.len(), 12);
+        assert_eq!(uri_aor(m.request_uri().unwrap()).unwrap(), "presence-bridge@10.1.2.3");
+    }
+
+    #[test]
+    fn kamailio_200_parses() {
+        let m = SipMessage::parse(&kamailio_200()).unwrap();
+        assert!(!m.is_request());
+        assert_eq!(m.code(), Some(200));
+        assert_eq!(
+            m.start,
+            StartLine::Response {
+                code: 200,
+                reason: "OK".into()
+            }
+        );
+        assert_eq!(m.method(), None);
+        assert_eq!(m.request_uri(), None);
+        assert_eq!(m.expires(), Some(3600));
+        assert_eq!(m.cseq(), Some((1, "SUBSCRIBE".into())));
+        assert_eq!(m.via_branch().as_deref(), Some("z9hG4bK1a2b3c4d5e6f7a8b"));
+        assert_eq!(
+            uri_host_port(&m.contact().unwrap().uri),
+            Some(("127.0.0.1".into(), 15060))
+        );
+        assert!(m.body.is_empty());
+        assert_eq!(m.subscription_state(), None);
+        assert_eq!(m.event(), None);
+    }
+
+    #[test]
+    fn compact_forms_are_their_long_names() {
+        let m = SipMessage::parse(&wire(
+            &[
+                "NOTIFY sip:w@h SIP/2.0",
+                "v: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKc1",
+                "f: <sip:alice@h>;tag=x",
+                "t: <sip:w@h>;tag=y",
+                "i: cid@h",
+                "CSeq: 7 NOTIFY",
+                "m: <sip:192.0.2.10>",
+                "o: presence;id=7",
+                "u: presence, dialog",
+                "k: eventlist",
+                "s: hello",
+                "e: gzip",
+                "c: application/pidf+xml;charset=UTF-8",
+                "l: {len}",
+            ],
+            "<x/>",
+        ))
+        .unwrap();
+        assert_eq!(m.header("Via"), Some("SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKc1"));
+        assert_eq!(m.via_branch().as_deref(), Some("z9hG4bKc1"));
+        assert_eq!(m.from_hdr().unwrap().tag(), Some("x"));
+        assert_eq!(m.to_hdr().unwrap().tag(), Some("y"));
+        assert_eq!(m.call_id(), Some("cid@h"));
+        assert_eq!(m.contact().unwrap().uri, "sip:192.0.2.10");
+        assert_eq!(
+            m.event(),
+            Some(EventHeader {
+                package: "presence".into(),
+                id: Some("7".into())
+            })
+        );
+        assert_eq!(m.header_list("Allow-Events"), ["presence", "dialog"]);
+        assert_eq!(m.header("supported"), Some("eventlist"));
+        assert_eq!(m.header("Subject"), Some("hello"));
+        assert_eq!(m.header("Content-Encoding"), Some("gzip"));
+        let ct = m.content_type().unwrap();
+        assert_eq!(ct.essence, "application/pidf+xml");
+        assert_eq!(ct.param("Charset"), Some("UTF-8"));
+        assert_eq!(m.header("content-length"), Some("4"));
+        // And the other way round: a compact name finds the long form.
+        let long = SipMessage::request("NOTIFY", "sip:w@h").with("Call-ID", "c1");
+        assert_eq!(long.header("i"), Some("c1"));
+        assert_eq!(long.header("I"), Some("c1"));
+        // Names kept as sent.
+        assert_eq!(m.headers[0].0, "v");
+    }
+
+    #[test]
+    fn names_are_case_insensitive_and_blanks_around_the_colon_allowed() {
+        let m = SipMessage::parse(
+            b"OPTIONS sip:h SIP/2.0\r\ncall-id: a\r\nCALL-ID :b\r\nCaLl-Id\t:  c  \r\nX-Empty:\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(m.header("Call-ID"), Some("a"));
+        assert_eq!(m.headers("call-id").collect::<Vec<_>>(), ["a", "b", "c"]);
+        assert_eq!(m.header("x-empty"), Some(""));
+        assert_eq!(m.call_id(), Some("a"));
+        assert_eq!(m.header("Missing"), None);
+        assert_eq!(m.headers[1].0, "CALL-ID");
+    }
+
+    #[test]
+    fn folded_lines_are_unfolded() {
+        let m = SipMessage::parse(
+            b"SUBSCRIBE sip:a@h SIP/2.0\r\nSubject: one\r\n  two\r\n\tthree \r\nAccept: application/pidf+xml,\r\n application/xpidf+xml\r\nVia: SIP/2.0/UDP h\r\n   ;branch=z9hG4bKf\r\nContent-Length: 0\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(m.header("Subject"), Some("one two three"));
+        assert_eq!(
+            m.header_list("Accept"),
+            ["application/pidf+xml", "application/xpidf+xml"]
+        );
+        assert_eq!(m.via_branch().as_deref(), Some("z9hG4bKf"));
+        assert_eq!(m.headers.len(), 4);
+        assert_eq!(
+            SipMessage::parse(b"OPTIONS sip:h SIP/2.0\r\n folded: first\r\n\r\n"),
+            Err(SipParseError::FoldBeforeHeader)
+        );
+    }
+
+    #[test]
+    fn header_list_respects_quotes_and_angle_brackets() {
+        let m = SipMessage::parse(&wire(
+            &[
+                "SIP/2.0 200 OK",
+                "Via: SIP/2.0/UDP p1.example.com;branch=z9hG4bKa, SIP/2.0/UDP [2001:db8::1]:5060;branch=z9hG4bKb",
+                "Via: SIP/2.0/TCP 10.0.0.1;branch=z9hG4bKc;received=10.0.0.1",
+                "Record-Route: <sip:p1.example.com;lr>, <sip:p2.example.com;lr;x=\"a,b\">",
+                "Contact: \"Smith, Bob\" <sip:bob@h>;expires=60, <sip:weird,user@h>, sip:carol@h",
+                "Allow-Events: presence,dialog ,, message-summary",
+                "Content-Length: 0",
+            ],
+            "",
+        ))
+        .unwrap();
+        assert_eq!(
+            m.header_list("Via"),
+            [
+                "SIP/2.0/UDP p1.example.com;branch=z9hG4bKa",
+                "SIP/2.0/UDP [2001:db8::1]:5060;branch=z9hG4bKb",
+                "SIP/2.0/TCP 10.0.0.1;branch=z9hG4bKc;received=10.0.0.1",
+            ]
+        );
+        assert_eq!(m.via_branch().as_deref(), Some("z9hG4bKa"));
+        assert_eq!(
+            m.header_list("record-route"),
+            [
+                "<sip:p1.example.com;lr>",
+                "<sip:p2.example.com;lr;x=\"a,b\">"
+            ]
+        );
+        let contacts = m.header_list("m");
+        assert_eq!(
+            contacts,
+            [
+                "\"Smith, Bob\" <sip:bob@h>;expires=60",
+                "<sip:weird,user@h>",
+                "sip:carol@h"
+            ]
+        );
+        let first = m.contact().unwrap();
+        assert_eq!(first.display.as_deref(), Some("Smith, Bob"));
+        assert_eq!(first.param("expires"), Some("60"));
+        assert_eq!(
+            m.header_list("Allow-Events"),
+            ["presence", "dialog", "message-summary"]
+        );
+        assert!(m.header_list("Route").is_empty());
+        // An escaped quote does not end the quoted string; an unterminated one runs to
+        // the end of the line.
+        let m = SipMessage::request("X", "sip:h")
+            .with("Contact", r#""a \", b" <sip:a@h>, <sip:b@h>"#)
+            .with("Route", "\"open, <sip:c@h>");
+        assert_eq!(m.header_list("Contact").len(), 2);
+        assert_eq!(m.header_list("Route"), ["\"open, <sip:c@h>"]);
+        let m = SipMessage::request("X", "sip:h").with("Route", "\"\\");
+        assert_eq!(m.header_list("Route"), ["\"\\"]);
+    }
+
+    #[test]
+    fn content_length_must_match_the_body() {
+        let head = |cl: &str| format!("MESSAGE sip:h SIP/2.0\r\nContent-Length: {cl}\r\n\r\n");
+        let msg = |cl: &str, body: &str| format!("{}{body}", head(cl)).into_bytes();
+        assert_eq!(SipMessage::parse(&msg("5", "hello")).unwrap().body, b"hello");
+        assert_eq!(
+            SipMessage::parse(&msg("6", "hello")),
+            Err(SipParseError::BodyTruncated {
+                expected: 6,
+                got: 5
+            })
+        );
+        assert_eq!(
+            SipMessage::parse(&msg("3", "hello")),
+            Err(SipParseError::TrailingBytes {
+                expected: 3,
+                extra: 2
+            })
+        );
+        for bad in ["abc", "-1", "1.0", "", "99999999999999999999999999"] {
+            let r = SipMessage::parse(&msg(bad, ""));
+            if bad == "99999999999999999999999999" {
+                assert!(matches!(r, Err(SipParseError::BodyTruncated { .. })), "{r:?}");
+            } else {
+                assert!(matches!(r, Err(SipParseError::BadContentLength(_))), "{bad}: {r:?}");
+            }
+        }
+        // Two lengths that disagree (one compact) are refused; equal ones are fine.
+        let two = b"MESSAGE sip:h SIP/2.0\r\nContent-Length: 2\r\nl: 3\r\n\r\nabc";
+        assert!(matches!(
+            SipMessage::parse(two),
+            Err(SipParseError::BadContentLength(_))
+        ));
+        let same = b"MESSAGE sip:h SIP/2.0\r\nContent-Length: 3\r\nl: 3\r\n\r\nabc";
+        assert_eq!(SipMessage::parse(same).unwrap().body, b"abc");
+        // No Content-Length: the rest of the datagram.
+        let none = b"MESSAGE sip:h SIP/2.0\r\nTo: <sip:h>\r\n\r\nrest\r\n";
+        assert_eq!(SipMessage::parse(none).unwrap().body, b"rest\r\n");
+        // A body may be any bytes.
+        let mut binary = head("4").into_bytes();
+        binary.extend_from_slice(&[0, 0xff, 0xfe, b'\n']);
+        assert_eq!(SipMessage::parse(&binary).unwrap().body, [0, 0xff, 0xfe, b'\n']);
+    }
+
+    #[test]
+    fn malformed_messages_are_errors() {
+        use SipParseError as E;
+        let cases: &[(&[u8], fn(&SipParseError) -> bool)] = &[
+            (b"", |e| *e == E::Empty),
+            (b"\r\n\r\n", |e| *e == E::Empty),
+            (b"NOTIFY sip:h SIP/2.0\r\nVia: x\r\n", |e| *e == E::NoHeaderEnd),
+            (b"NOTIFY sip:h SIP/2.0\r\nVia: x", |e| *e == E::NoHeaderEnd),
+            (b"NOTIFY sip:h SIP/2.0", |e| *e == E::NoHeaderEnd),
+            (b"NOTIFY sip:h SIP/3.0\r\n\r\n", |e| matches!(e, E::BadVersion(_))),
+            (b"SIP/1.0 200 OK\r\n\r\n", |e| matches!(e, E::BadVersion(_))),
+            (b"SIP/2.0 2000 OK\r\n\r\n", |e| matches!(e, E::BadStartLine(_))),
+            (b"SIP/2.0 099 Low\r\n\r\n", |e| matches!(e, E::BadStartLine(_))),
+            (b"SIP/2.0 700 High\r\n\r\n", |e| matches!(e, E::BadStartLine(_))),
+            (b"SIP/2.0 2x0 OK\r\n\r\n", |e| matches!(e, E::BadStartLine(_))),
+            (b"NOTIFY sip:h\r\n\r\n", |e| matches!(e, E::BadStartLine(_))),
+            (b"NOTIFY sip:h SIP/2.0 extra\r\n\r\n", |e| matches!(e, E::BadStartLine(_))),
+            (b"NOT(IFY sip:h SIP/2.0\r\n\r\n", |e| matches!(e, E::BadStartLine(_))),
+            (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", |e| matches!(e, E::BadVersion(_))),
+            (b"NOTIFY sip:h SIP/2.0\r\nno colon here\r\n\r\n", |e| matches!(e, E::BadHeader(_))),
+            (b"NOTIFY sip:h SIP/2.0\r\n: empty name\r\n\r\n", |e| matches!(e, E::BadHeader(_))),
+            (b"NOTIFY sip:h SIP/2.0\r\nBad Name: x\r\n\r\n", |e| matches!(e, E::BadHeader(_))),
+            (b"NOTIFY sip:h SIP/2.0\r\nX: a\x00b\r\n\r\n", |e| matches!(e, E::BadHeader(_))),
+            (b"NOTIFY sip:h SIP/2.0\r\nX: a\rb\r\n\r\n", |e| matches!(e, E::BadHeader(_))),
+            (b"NOTIFY sip:h SIP/2.0\r\nX: caf\xe9\r\n\r\n", |e| *e == E::NotUtf8),
+            (b"NOTIFY sip:\xff SIP/2.0\r\n\r\n", |e| *e == E::NotUtf8),
+            (b"\x00\x01\x02\x03\n\n", |e| matches!(e, E::BadStartLine(_))),
+            (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\n\r\n", |e| *e == E::NotUtf8),
+        ];
+        for (input, expected) in cases {
+            let err = SipParseError::clone(&SipMessage::parse(input).unwrap_err());
+            assert!(expected(&err), "{:?}: {err:?}", String::from_utf8_lossy(input));
+            // Every error renders without panicking and without control characters.
+            assert!(!err.to_string().contains(['\r', '\n', '\0']));
+        }
+    }
+
+    #[test]
+    fn random_bytes_never_panic() {
+        let mut rng = fastrand::Rng::with_seed(0x51b);
+        let alphabet = b"SIP/2.0 NOTIFYsip:@;=,\"<>\r\n\t:Content-Length0123456789\xff\x00";
+        for _ in 0..20_000 {
+            let len = rng.usize(0..200);
+            let bytes: Vec<u8> = if rng.bool() {
+                (0..len).map(|_| rng.u8(..)).collect()
+            } else {
+                (0..len)
+                    .map(|_| alphabet[rng.usize(..alphabet.len())])
+                    .collect()
+            };
+            let _ = frame(&bytes);
+            if let Ok(m) = SipMessage::parse(&bytes) {
+                let _ = (m.subscription_state(), m.event(), m.from_hdr(), m.contact());
+                let _ = (m.content_type(), m.cseq(), m.header_list("Via"), m.via_branch());
+                // The wire form parses back to the same message, up to what to_bytes
+                // normalizes: one Content-Length, equal to the body length.
+                let mut expected = m.clone();
+                let len = m.body.len().to_string();
+                let mut seen = false;
+                expected.headers.retain_mut(|(n, v)| {
+                    if !same_name(n, "Content-Length") {
+                        return true;
+                    }
+                    *v = len.clone();
+                    !std::mem::replace(&mut seen, true)
+                });
+                if !seen {
+                    expected.add("Content-Length", len);
+                }
+                assert_eq!(SipMessage::parse(&m.to_bytes()), Ok(expected));
+            }
+        }
+    }
+
+    #[test]
+    fn limits() {
+        // Exactly MAX_HEADERS fields are fine, one more is not.
+        let mut head = vec!["NOTIFY sip:h SIP/2.0".to_string()];
+        head.extend((0..MAX_HEADERS).map(|i| format!("X-{i}: {i}")));
+        let refs: Vec<&str> = head.iter().map(String::as_str).collect();
+        assert_eq!(SipMessage::parse(&wire(&refs, "")).unwrap().headers.len(), MAX_HEADERS);
+        head.push("X-last: 1".into());
+        let refs: Vec<&str> = head.iter().map(String::as_str).collect();
+        assert_eq!(
+            SipMessage::parse(&wire(&refs, "")),
+            Err(SipParseError::TooManyHeaders { max: MAX_HEADERS })
+        );
+
+        // One huge field, on one line or built up by folding.
+        let huge = format!("X-Huge: {}", "a".repeat(MAX_HEADER_LEN + 1));
+        assert!(matches!(
+            SipMessage::parse(&wire(&["NOTIFY sip:h SIP/2.0", &huge], "")),
+            Err(SipParseError::HeaderTooLong { ref name, max: MAX_HEADER_LEN }) if name == "X-Huge"
+        ));
+        let ok = format!("X-Big: {}", "a".repeat(MAX_HEADER_LEN));
+        assert!(SipMessage::parse(&wire(&["NOTIFY sip:h SIP/2.0", &ok], "")).is_ok());
+        let fold = format!(" {}", "b".repeat(1000));
+        let mut folded = vec!["NOTIFY sip:h SIP/2.0", "X-Folded: a"];
+        folded.extend(std::iter::repeat_n(fold.as_str(), MAX_HEADER_LEN / 1000 + 1));
+        assert!(matches!(
+            SipMessage::parse(&wire(&folded, "")),
+            Err(SipParseError::HeaderTooLong { .. })
+        ));
+
+        // The whole message.
+        let body = "x".repeat(MAX_MESSAGE);
+        let big = wire(&["MESSAGE sip:h SIP/2.0", "Content-Length: {len}"], &body);
+        assert_eq!(
+            SipMessage::parse(&big),
+            Err(SipParseError::TooLarge {
+                len: big.len(),
+                max: MAX_MESSAGE
+            })
+        );
+        let head_len = wire(&["MESSAGE sip:h SIP/2.0", "Content-Length: 999999"], "").len();
+        let fits = wire(
+            &["MESSAGE sip:h SIP/2.0", "Content-Length: {len}"],
+            &body[..MAX_MESSAGE - head_len],
+        );
+        assert_eq!(fits.len(), MAX_MESSAGE);
+        assert!(SipMessage::parse(&fits).is_ok());
+    }
+
+    #[test]
+    fn bare_lf_and_leading_crlf_are_accepted() {
+        let m = SipMessage::parse(b"\r\n\r\nOPTIONS sip:h SIP/2.0\nCall-ID: x\nContent-Length: 2\n\nhi")
+            .unwrap();
+        assert_eq!(m.call_id(), Some("x"));
+        assert_eq!(m.body, b"hi");
+        // Lower-case version and reason with spaces.
+        let m = SipMessage::parse(b"sip/2.0 481 Call/Transaction Does Not Exist\r\n\r\n").unwrap();
+        assert_eq!(
+            m.start,
+            StartLine::Response {
+                code: 481,
+                reason: "Call/Transaction Does Not Exist".into()
+            }
+        );
+        let m = SipMessage::parse(b"SIP/2.0 200\r\n\r\n").unwrap();
+        assert_eq!(m.code(), Some(200));
+    }
+
+    #[test]
+    fn round_trip() {
+        for raw in [kamailio_notify(), kamailio_200()] {
+            let m = SipMessage::parse(&raw).unwrap();
+            assert_eq!(m.to_bytes(), raw);
+            assert_eq!(SipMessage::parse(&m.to_bytes()).unwrap(), m);
+        }
+        // Folded and compact input: not byte-identical, but the same message.
+        let raw = b"NOTIFY sip:w@h SIP/2.0\r\nv: SIP/2.0/UDP h\r\n ;branch=z9hG4bKx\r\nl: 3\r\n\r\nabc";
+        let m = SipMessage::parse(raw).unwrap();
+        assert_eq!(SipMessage::parse(&m.to_bytes()).unwrap(), m);
+
+        let mut built = SipMessage::request("SUBSCRIBE", "sip:alice@pbx.example.com")
+            .with("Via", format!("SIP/2.0/TCP 10.1.2.3:5070;branch={};rport", new_branch()))
+            .with("Max-Forwards", "70")
+            .with("From", format!("<sip:presence-bridge@example.com>;tag={}", new_tag()))
+            .with("To", "<sip:alice@pbx.example.com>")
+            .with("Call-ID", new_call_id("10.1.2.3"))
+            .with("CSeq", "1 SUBSCRIBE")
+            .with("Event", "presence")
+            .with("Expires", "3600");
+        built.set_body("application/pidf+xml", PIDF.as_bytes().to_vec());
+        assert_eq!(SipMessage::parse(&built.to_bytes()).unwrap(), built);
+        let resp = SipMessage::response(489, "Bad Event").with("Allow-Events", "presence");
+        let mut expected = resp.clone();
+        expected.add("Content-Length", "0");
+        assert_eq!(SipMessage::parse(&resp.to_bytes()).unwrap(), expected);
+    }
+
+    #[test]
+    fn to_bytes_fixes_content_length_and_line_breaks() {
+        let m = SipMessage::request("MESSAGE", "sip:h")
+            .with("Content-Length", "999")
+            .with("To", "<sip:h>")
+            .with("l", "5");
+        let mut m = m;
+        m.body = b"hello".to_vec();
+        assert_eq!(
+            m.to_bytes(),
+            b"MESSAGE sip:h SIP/2.0\r\nContent-Length: 5\r\nTo: <sip:h>\r\n\r\nhello"
+        );
+        assert_eq!(
+            SipMessage::response(200, "OK").to_bytes(),
+            b"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n"
+        );
+        // A value with a line break cannot smuggle a header or end the header section.
+        let evil = SipMessage::request("NOTIFY", "sip:h\r\nX: 1")
+            .with("Subject", "hi\r\nVia: SIP/2.0/UDP evil\r\n\r\nbody");
+        let parsed = SipMessage::parse(&evil.to_bytes()).unwrap_err();
+        assert!(matches!(parsed, SipParseError::BadStartLine(_)), "{parsed:?}");
+        let evil = SipMessage::request("NOTIFY", "sip:h").with("Subject", "hi\r\nVia: x\n\nbody");
+        let parsed = SipMessage::parse(&evil.to_bytes()).unwrap();
+        assert_eq!(parsed.headers.len(), 2);
+        assert_eq!(parsed.header("Via"), None);
+        assert_eq!(parsed.header("Subject"), Some("hi  Via: x  body"));
+    }
+
+    #[test]
+    fn builders() {
+        let req = SipMessage::parse(&kamailio_notify()).unwrap();
+        let with_two_vias = {
+            let mut r = req.clone();
+            r.headers.insert(1, ("v".into(), "SIP/2.0/UDP proxy;branch=z9hG4bKp".into()));
+            r
+        };
+        let resp = SipMessage::response_to(&with_two_vias, 200, "OK");
+        assert_eq!(resp.code(), Some(200));
+        assert_eq!(
+            resp.headers,
+            [
+                ("Via".to_string(), "SIP/2.0/TCP 127.0.0.1:15060;branch=z9hG4bK9d5e.a1f0c6f4000000000000000000000000.0".to_string()),
+                ("Via".into(), "SIP/2.0/UDP proxy;branch=z9hG4bKp".into()),
+                ("From".into(), "<sip:alice@127.0.0.1>;tag=a6a1c5f60faecf035a1ae5b6e96e979a-4a3d".into()),
+                ("To".into(), "<sip:presence-bridge@example.com>;tag=4f1c2a9b77e0d3c5".into()),
+                ("Call-ID".into(), "0f3c7a9e5b1d2c4e6a8b0c2d4e6f8a0b@10.1.2.3".into()),
+                ("CSeq".into(), "2 NOTIFY".into()),
+                ("Content-Length".into(), "0".into()),
+            ]
+        );
+        assert!(resp.body.is_empty());
+
+        let mut m = SipMessage::request("PUBLISH", "sip:alice@h")
+            .with("Expires", "60")
+            .with("Route", "<sip:p1;lr>")
+            .with("Route", "<sip:p2;lr>")
+            .with("To", "<sip:alice@h>");
+        m.set("route", "<sip:p3;lr>");
+        assert_eq!(m.headers("Route").collect::<Vec<_>>(), ["<sip:p3;lr>"]);
+        assert_eq!(m.headers[1].0, "route");
+        m.set("Expires", "0").set("SIP-If-Match", "a.1.2");
+        assert_eq!(m.expires(), Some(0));
+        assert_eq!(m.headers.last().unwrap().1, "a.1.2");
+        m.add("t", "<sip:other@h>");
+        m.set("To", "<sip:alice@h>;tag=1");
+        assert_eq!(m.headers("To").collect::<Vec<_>>(), ["<sip:alice@h>;tag=1"]);
+        m.remove("expires");
+        assert_eq!(m.expires(), None);
+        m.remove("Nothing");
+        m.set_body("application/pidf+xml", b"<p/>".to_vec());
+        assert_eq!(m.header("Content-Length"), Some("4"));
+        assert_eq!(m.content_type().unwrap().essence, "application/pidf+xml");
+        m.set_body("", Vec::new());
+        assert_eq!(m.header("Content-Type"), None);
+        assert_eq!(m.header("Content-Length"), Some("0"));
+        assert_eq!(m.method(), Some("PUBLISH"));
+    }
+
+    #[test]
+    fn name_addr_forms() {
+        let p = |s: &str| NameAddr::parse(s).unwrap();
+        let na = |display: Option<&str>, uri: &str, params: &[(&str, Option<&str>)]| NameAddr {
+            display: display.map(str::to_string),
+            uri: uri.to_string(),
+            params: params
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.map(str::to_string)))
+                .collect(),
+        };
+        let cases = [
+            ("<sip:a@h>", na(None, "sip:a@h", &[])),
+            ("<sip:a@h;transport=tcp>;tag=1", na(None, "sip:a@h;transport=tcp", &[("tag", Some("1"))])),
+            ("sip:a@h;tag=1;lr", na(None, "sip:a@h", &[("tag", Some("1")), ("lr", None)])),
+            ("  Alice Smith <sip:a@h> ;tag = x ", na(Some("Alice Smith"), "sip:a@h", &[("tag", Some("x"))])),
+            ("\"Smith, <Al>\" <sip:a@h>", na(Some("Smith, <Al>"), "sip:a@h", &[])),
+            ("\"q\\\"uote\"<sips:a@h>", na(Some("q\"uote"), "sips:a@h", &[])),
+            ("\"\" <sip:a@h>", na(Some(""), "sip:a@h", &[])),
+            ("<sip:a@h>;+sip.instance=\"<urn:uuid:1;x>\";expires=60", na(None, "sip:a@h", &[("+sip.instance", Some("\"<urn:uuid:1;x>\"")), ("expires", Some("60"))])),
+            ("<sip:a@h>;", na(None, "sip:a@h", &[])),
+            ("sip:127.0.0.1:15060", na(None, "sip:127.0.0.1:15060", &[])),
+            ("*", na(None, "*", &[])),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(p(input), expected, "{input}");
+            // Display gives something that parses back to the same value.
+            assert_eq!(p(&expected.to_string()), expected, "{input}");
+        }
+        assert_eq!(p("<sip:a@h>;TAG=1").tag(), Some("1"));
+        assert_eq!(p("<sip:a@h>;lr").param("LR"), Some(""));
+        assert_eq!(p("<sip:a@h>").tag(), None);
+        assert_eq!(
+            p("\"Al\" <sip:a@h>;tag=old;x=1").to_string_with_tag("new"),
+            "\"Al\" <sip:a@h>;x=1;tag=new"
+        );
+        assert_eq!(p("sip:a@h").to_string_with_tag("t"), "<sip:a@h>;tag=t");
+        for bad in ["", "  ", "<sip:a@h", "\"unterminated <sip:a@h>", "\"x\" sip:a@h", "<sip:a@h> junk", "<>", "sip:a b@h", "<sip:a@h>;=1", "a <b <c>"] {
+            assert!(matches!(NameAddr::parse(bad), Err(SipParseError::BadNameAddr(_))), "{bad:?}");
+        }
+        let m = SipMessage::request("X", "sip:h").with("Contact", "*");
+        assert_eq!(m.contact(), None);
+    }
+
+    #[test]
+    fn subscription_state_values() {
+        let ss = |state, expires, reason: Option<&str>, retry_after| SubscriptionState {
+            state,
+            expires,
+            reason: reason.map(str::to_string),
+            retry_after,
+        };
+        let cases = [
+            ("active;expires=3599", Some(ss(SubState::Active, Some(3599), None, None))),
+            ("Active ; Expires = 60", Some(ss(SubState::Active, Some(60), None, None))),
+            ("pending", Some(ss(SubState::Pending, None, None, None))),
+            ("terminated;reason=timeout", Some(ss(SubState::Terminated, None, Some("timeout"), None))),
+            ("terminated;reason=Probation;retry-after=30", Some(ss(SubState::Terminated, None, Some("probation"), Some(30)))),
+            ("terminated;reason=\"giveup\";retry-after=x", Some(ss(SubState::Terminated, None, Some("giveup"), None))),
+            ("waiting;expires=99999999999", Some(ss(SubState::Other("waiting".into()), Some(u32::MAX), None, None))),
+            ("active;expires;foo=bar;reason", Some(ss(SubState::Active, None, None, None))),
+            ("", None),
+            (";expires=1", None),
+            ("act ive", None),
+        ];
+        for (value, expected) in cases {
+            let m = SipMessage::request("NOTIFY", "sip:h").with("Subscription-State", value);
+            assert_eq!(m.subscription_state(), expected, "{value}");
+        }
+    }
+
+    #[test]
+    fn event_values() {
+        let ev = |p: &str, id: Option<&str>| {
+            Some(EventHeader {
+                package: p.into(),
+                id: id.map(str::to_string),
+            })
+        };
+        let cases = [
+            ("presence", ev("presence", None)),
+            ("Presence;id=7", ev("presence", Some("7"))),
+            ("dialog ; ID = ab;other=1", ev("dialog", Some("ab"))),
+            ("presence.winfo", ev("presence.winfo", None)),
+            ("message-summary;id=\"q\"", ev("message-summary", Some("q"))),
+            ("presence;id=", ev("presence", None)),
+            ("", None),
+            ("pres ence", None),
+        ];
+        for (value, expected) in cases {
+            let m = SipMessage::request("NOTIFY", "sip:h").with("o", value);
+            assert_eq!(m.event(), expected, "{value}");
+        }
+    }
+
+    #[test]
+    fn media_types() {
+        let m = MediaType::parse(
+            "Multipart/Related;type=\"application/rlmi+xml\";start=\"<rlmi-1@h;x>\";boundary=rlsbound42",
+        )
+        .unwrap();
+        assert_eq!(m.essence, "multipart/related");
+        assert_eq!(m.param("type"), Some("application/rlmi+xml"));
+        assert_eq!(m.param("START"), Some("<rlmi-1@h;x>"));
+        assert_eq!(m.param("boundary"), Some("rlsbound42"));
+        assert_eq!(m.param("charset"), None);
+        assert_eq!(
+            MediaType::parse(" application/PIDF+xml ; charset=\"UTF-8\"").unwrap(),
+            MediaType {
+                essence: "application/pidf+xml".into(),
+                params: vec![("charset".into(), "UTF-8".into())]
+            }
+        );
+        for bad in ["", "application", "/xml", "application/", "a b/c", "text/pl ain"] {
+            assert_eq!(MediaType::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn numeric_headers() {
+        let m = |name: &str, v: &str| SipMessage::request("X", "sip:h").with(name, v);
+        assert_eq!(m("Expires", " 3600 ").expires(), Some(3600));
+        assert_eq!(m("Expires", "0").expires(), Some(0));
+        assert_eq!(m("Expires", "Thu, 01 Dec 1994 16:00:00 GMT").expires(), None);
+        assert_eq!(m("Expires", "-1").expires(), None);
+        assert_eq!(m("Expires", "4294967296").expires(), Some(u32::MAX));
+        assert_eq!(m("Min-Expires", "60").min_expires(), Some(60));
+        assert_eq!(m("Retry-After", "120").retry_after(), Some(120));
+        assert_eq!(m("Retry-After", "18000;duration=3600").retry_after(), Some(18000));
+        assert_eq!(m("Retry-After", "120 (I'm in a meeting)").retry_after(), Some(120));
+        assert_eq!(m("Retry-After", "soon").retry_after(), None);
+
+        let cseq = |v: &str| m("CSeq", v).cseq();
+        assert_eq!(cseq("1 SUBSCRIBE"), Some((1, "SUBSCRIBE".into())));
+        assert_eq!(cseq("  42   notify "), Some((42, "NOTIFY".into())));
+        assert_eq!(cseq("4294967295 PUBLISH"), Some((u32::MAX, "PUBLISH".into())));
+        for bad in ["", "1", "SUBSCRIBE", "4294967296 X", "-1 X", "1 X Y", "x1 X", "1 (X)"] {
+            assert_eq!(cseq(bad), None, "{bad}");
+        }
+        assert_eq!(m("Call-ID", "").call_id(), None);
+        assert_eq!(m("Via", "SIP/2.0/UDP h;branch=").via_branch(), None);
+        assert_eq!(m("Via", "SIP/2.0/UDP h;rport;BRANCH=z9hG4bK1").via_branch().as_deref(), Some("z9hG4bK1"));
+        assert_eq!(m("Via", "SIP/2.0/UDP h;received=1.2.3.4").via_branch(), None);
+    }
+
+    #[test]
+    fn uris() {
+        let aor = [
+            ("sip:Alice@Example.COM:5060;transport=tcp", Some("alice@example.com")),
+            ("sips:bob@h", Some("bob@h")),
+            ("pres:carol@example.com", Some("carol@example.com")),
+            ("SIP:dave:secret@h.example.com", Some("dave@h.example.com")),
+            ("<sip:eve@[2001:DB8::1]:5070>", Some("eve@[2001:db8::1]")),
+            ("alice@example.com", Some("alice@example.com")),
+            ("sip:+1234;phone-context=x@h;user=phone", Some("+1234;phone-context=x@h")),
+            ("sip:pbx.example.com", Some("pbx.example.com")),
+            ("sip:127.0.0.1:15060;transport=tcp", Some("127.0.0.1")),
+            ("pbx.example.com:5060", Some("pbx.example.com")),
+            ("sip:a@h?subject=x@y", Some("a@h")),
+            ("tel:+15551234", None),
+            ("http://example.com", None),
+            ("sip:", None),
+            ("sip:@h", None),
+            ("sip:a@", None),
+            ("", None),
+            ("sip:a@[::1", None),
+            ("sip:a@[::1]x", None),
+        ];
+        for (uri, expected) in aor {
+            assert_eq!(uri_aor(uri).as_deref(), expected, "{uri}");
+        }
+        let hp = |h: &str, p| Some((h.to_string(), p));
+        let host_port = [
+            ("sip:alice@127.0.0.1:15070", hp("127.0.0.1", 15070)),
+            ("sip:alice@pbx.example.com", hp("pbx.example.com", 5060)),
+            ("sips:alice@pbx.example.com", hp("pbx.example.com", 5061)),
+            ("sip:pbx.example.com;transport=TLS", hp("pbx.example.com", 5061)),
+            ("sip:pbx.example.com:5080;transport=tls", hp("pbx.example.com", 5080)),
+            ("sip:pbx.example.com;transport=tcp", hp("pbx.example.com", 5060)),
+            ("sip:a@[2001:db8::1]:5070;lr", hp("2001:db8::1", 5070)),
+            ("sip:[::1]", hp("::1", 5060)),
+            ("<sip:192.0.2.10:5060;transport=tcp>", hp("192.0.2.10", 5060)),
+            ("sip:Host.Example.COM", hp("host.example.com", 5060)),
+            ("sip:a@h:99999", None),
+            ("sip:a@h:", None),
+            ("sip:a@h:x", None),
+            ("tel:+1555", None),
+            ("sip:", None),
+        ];
+        for (uri, expected) in host_port {
+            assert_eq!(uri_host_port(uri), expected, "{uri}");
+        }
+        assert_eq!(uri_param("sip:a;b=c@h;transport=TCP;lr", "transport").as_deref(), Some("TCP"));
+        assert_eq!(uri_param("sip:a;b=c@h;transport=TCP;lr", "b"), None);
+        assert_eq!(uri_param("sip:h;LR", "lr").as_deref(), Some(""));
+        assert_eq!(uri_param("sip:h?x=1;lr", "lr"), None);
+    }
+
+    #[test]
+    fn identifiers() {
+        let tags: std::collections::HashSet<String> = (0..1000).map(|_| new_tag()).collect();
+        assert_eq!(tags.len(), 1000);
+        assert!(tags.iter().all(|t| t.len() == 16 && is_token(t)));
+        let branch = new_branch();
+        assert!(branch.starts_with("z9hG4bK") && branch.len() == 23 && is_token(&branch));
+        assert_ne!(new_branch(), branch);
+        let cid = new_call_id("10.1.2.3");
+        assert!(cid.ends_with("@10.1.2.3") && cid.len() == 32 + 9);
+        assert_eq!(new_call_id(" ").len(), 32);
+    }
+
+    #[test]
+    fn framing() {
+        let notify = kamailio_notify();
+        let ok = kamailio_200();
+        // Every strict prefix needs more bytes; the whole message is one frame.
+        for cut in 0..notify.len() {
+            assert_eq!(frame(&notify[..cut]), Ok(None), "cut at {cut}");
+        }
+        assert_eq!(frame(&notify), Ok(Some(Frame::Message(notify.len()))));
+        // Two messages back to back (and a keep-alive between them).
+        let mut stream = notify.clone();
+        stream.extend_from_slice(b"\r\n\r\n");
+        stream.extend_from_slice(&ok);
+        stream.extend_from_slice(b"\r\n");
+        let mut frames = Vec::new();
+        let mut rest = &stream[..];
+        while let Some(f) = frame(rest).unwrap() {
+            let n = match f {
+                Frame::Message(n) => {
+                    frames.push(SipMessage::parse(&rest[..n]).unwrap().code());
+                    n
+                }
+                Frame::KeepAlive(n) => {
+                    frames.push(Some(n as u16));
+                    n
+                }
+            };
+            rest = &rest[n..];
+        }
+        assert!(rest.is_empty());
+        assert_eq!(frames, [None, Some(4), Some(200), Some(2)]);
+
+        assert_eq!(frame(b"\r\n\r\n"), Ok(Some(Frame::KeepAlive(4))));
+        assert_eq!(frame(b"\r\n\r\nOPTIONS"), Ok(Some(Frame::KeepAlive(4))));
+        assert_eq!(frame(b"\r\n"), Ok(Some(Frame::KeepAlive(2))));
+        assert_eq!(frame(b"\r\n\r"), Ok(Some(Frame::KeepAlive(2))));
+        assert_eq!(frame(b"\r"), Ok(None));
+        assert_eq!(frame(b"\n"), Ok(Some(Frame::KeepAlive(1))));
+        assert_eq!(frame(b"\rX"), Ok(Some(Frame::KeepAlive(1))));
+        assert_eq!(frame(b""), Ok(None));
+
+        // Content-Length is required on a stream.
+        assert_eq!(
+            frame(b"NOTIFY sip:h SIP/2.0\r\nTo: <sip:h>\r\n\r\nbody"),
+            Err(SipParseError::MissingContentLength)
+        );
+        // Garbage is refused as soon as it is recognisable, not buffered.
+        assert!(frame(b"GET / HTTP/1.1\r\n").is_err());
+        assert!(frame(b"\x16\x03\x01\x02\x00\x01").is_err());
+        assert!(frame(b"\xff\xfe\xfd").is_err());
+        assert!(frame(b"NOTIFY sip:h SIP/2.0\r\nbad line\r\n\r\n").is_err());
+        assert_eq!(frame(b"NOTIFY sip:h SIP/2.0\r\nVia: x"), Ok(None));
+        assert_eq!(frame("NOTIFY sip:é".as_bytes().split_last().unwrap().1), Ok(None));
+        assert!(frame("X".repeat(MAX_HEADER_LEN + 1).as_bytes()).is_err());
+        // Too large, announced or actual.
+        assert!(matches!(
+            frame(b"NOTIFY sip:h SIP/2.0\r\nContent-Length: 262145\r\n\r\n"),
+            Err(SipParseError::TooLarge { .. })
+        ));
+        let endless = format!("NOTIFY sip:h SIP/2.0\r\n{}", "X-A: b\r\n".repeat(MAX_MESSAGE / 8));
+        assert!(matches!(
+            frame(endless.as_bytes()),
+            Err(SipParseError::TooLarge { .. })
+        ));
+    }
+}
