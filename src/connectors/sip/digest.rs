@@ -78,10 +78,7 @@ impl fmt::Display for Algorithm {
 }
 
 fn hex<D: Digest>(data: &[u8]) -> String {
-    D::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    D::digest(data).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// One Digest challenge of a `WWW-Authenticate` or `Proxy-Authenticate` header.
@@ -361,7 +358,11 @@ impl DigestClient {
             }
         }
         for c in picked {
-            match self.realms.iter_mut().find(|r| r.challenge.realm == c.realm) {
+            match self
+                .realms
+                .iter_mut()
+                .find(|r| r.challenge.realm == c.realm)
+            {
                 Some(known) => {
                     let answered = carried(req, &known.challenge);
                     known.stales = match (c.stale, answered) {
@@ -589,7 +590,15 @@ pub fn verify(
     expected_nonce: &str,
 ) -> bool {
     parse_credentials(header_value).is_some_and(|c| {
-        check(&c, method, &c.uri, b"", password, expected_realm, expected_nonce)
+        check(
+            &c,
+            method,
+            &c.uri,
+            b"",
+            password,
+            expected_realm,
+            expected_nonce,
+        )
     })
 }
 
@@ -655,11 +664,738 @@ fn check(
         uri,
         body,
     );
-    constant_time_eq(expected.as_bytes(), c.response.to_ascii_lowercase().as_bytes())
+    constant_time_eq(
+        expected.as_bytes(),
+        c.response.to_ascii_lowercase().as_bytes(),
+    )
 }
 
 /// Comparison whose time does not depend on where the first difference is, so a
 /// listener does not leak how much of a guessed response was right.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connectors::sip::message::tests::wire;
+
+    // Reference §9 test vectors (computed with Python hashlib).
+    const USER: &str = "watcher";
+    const REALM: &str = "127.0.0.1";
+    const PASSWORD: &str = "secret";
+    const NONCE: &str = "dcd98b7102dd2f0e8b11d0f600bfb0c093";
+    const CNONCE: &str = "0a4f113b";
+    const METHOD: &str = "SUBSCRIBE";
+    const URI: &str = "sip:alice@127.0.0.1:15070";
+
+    #[test]
+    fn reference_vectors() {
+        struct V {
+            alg: Algorithm,
+            ha1: &'static str,
+            ha2: &'static str,
+            auth: &'static str,
+            legacy: &'static str,
+        }
+        let vectors = [
+            V {
+                alg: Algorithm::Md5,
+                ha1: "9a29e42c9fe411c8883c9b445815b3fd",
+                ha2: "fd09b7522ca771fdbff576c4e1947b80",
+                auth: "b677ab3166caf8fe106d09452db0c4a6",
+                legacy: "a9b3ce924c0a0ccf748b48f9aa47783d",
+            },
+            V {
+                alg: Algorithm::Sha256,
+                ha1: "d7040cb24bea52551f2378e0072c1905641935261964fdaaee7560f9980c2e24",
+                ha2: "b90ea317b8d13e18db3a625c25fcc5d705c55d4d666e78b15b25e22e4b89a685",
+                auth: "cfb5a73d48989b9b3ca4a043aaf0d96bc0fd47b51d2a9412dcd51c57a871ce3d",
+                legacy: "0562368937add586ad22a7ceb973916824e1be15f1d4fbce9d4c6d03589f55f2",
+            },
+        ];
+        for v in vectors {
+            assert_eq!(ha1(v.alg, USER, REALM, PASSWORD, NONCE, CNONCE), v.ha1);
+            assert_eq!(ha2(v.alg, METHOD, URI, Some("auth"), b"ignored"), v.ha2);
+            assert_eq!(ha2(v.alg, METHOD, URI, None, b""), v.ha2);
+            let r = |qop| {
+                response(
+                    v.alg, USER, REALM, PASSWORD, NONCE, CNONCE, 1, qop, METHOD, URI, b"",
+                )
+            };
+            assert_eq!(r(Some("auth")), v.auth, "{}", v.alg);
+            assert_eq!(r(None), v.legacy, "{}", v.alg);
+        }
+    }
+
+    #[test]
+    fn derived_computations() {
+        // -sess: HA1 = H(H(user:realm:pw):nonce:cnonce).
+        let base = ha1(Algorithm::Md5, USER, REALM, PASSWORD, NONCE, CNONCE);
+        assert_eq!(
+            ha1(Algorithm::Md5Sess, USER, REALM, PASSWORD, NONCE, CNONCE),
+            hex::<Md5>(format!("{base}:{NONCE}:{CNONCE}").as_bytes())
+        );
+        // auth-int: HA2 = H(METHOD:uri:H(body)).
+        let body_hash = hex::<Sha256>(b"<presence/>");
+        assert_eq!(
+            ha2(
+                Algorithm::Sha256,
+                "PUBLISH",
+                URI,
+                Some("auth-int"),
+                b"<presence/>"
+            ),
+            hex::<Sha256>(format!("PUBLISH:{URI}:{body_hash}").as_bytes())
+        );
+        // nc is 8 hex digits.
+        let ha1 = ha1(Algorithm::Md5, USER, REALM, PASSWORD, NONCE, CNONCE);
+        let ha2 = ha2(Algorithm::Md5, METHOD, URI, None, b"");
+        assert_eq!(
+            response(
+                Algorithm::Md5,
+                USER,
+                REALM,
+                PASSWORD,
+                NONCE,
+                CNONCE,
+                0x1a,
+                Some("auth"),
+                METHOD,
+                URI,
+                b""
+            ),
+            hex::<Md5>(format!("{ha1}:{NONCE}:0000001a:{CNONCE}:auth:{ha2}").as_bytes())
+        );
+        // SHA-512/256 is 64 hex digits and differs from SHA-256.
+        let r = response(
+            Algorithm::Sha512_256,
+            USER,
+            REALM,
+            PASSWORD,
+            NONCE,
+            CNONCE,
+            1,
+            Some("auth"),
+            METHOD,
+            URI,
+            b"",
+        );
+        assert_eq!(r.len(), 64);
+        assert_ne!(
+            r,
+            "cfb5a73d48989b9b3ca4a043aaf0d96bc0fd47b51d2a9412dcd51c57a871ce3d"
+        );
+    }
+
+    #[test]
+    fn algorithm_tokens() {
+        for (token, alg) in [
+            ("MD5", Algorithm::Md5),
+            ("md5-SESS", Algorithm::Md5Sess),
+            ("SHA-256", Algorithm::Sha256),
+            ("sha-256-sess", Algorithm::Sha256Sess),
+            ("SHA-512-256", Algorithm::Sha512_256),
+            (" SHA-512-256-sess ", Algorithm::Sha512_256Sess),
+        ] {
+            assert_eq!(Algorithm::parse(token), Some(alg));
+            assert_eq!(Algorithm::parse(alg.as_str()), Some(alg));
+            assert_eq!(alg.to_string(), alg.as_str());
+        }
+        for bad in ["", "SHA256", "SHA-1", "AKAv1-MD5", "SHA-512"] {
+            assert_eq!(Algorithm::parse(bad), None, "{bad}");
+        }
+    }
+
+    fn request(method: &str, uri: &str) -> SipMessage {
+        SipMessage::request(method, uri)
+            .with("Via", "SIP/2.0/UDP 127.0.0.1:16002;branch=z9hG4bK1;rport")
+            .with("From", "<sip:watcher@127.0.0.1>;tag=1")
+            .with("To", "<sip:alice@127.0.0.1>")
+            .with("Call-ID", "c1@127.0.0.1")
+            .with("CSeq", format!("1 {method}"))
+    }
+
+    /// A challenge response as Kamailio sends it (auth module, reference §9).
+    fn challenge_resp(code: u16, lines: &[&str]) -> SipMessage {
+        let status = format!(
+            "SIP/2.0 {code} {}",
+            if code == 401 {
+                "Unauthorized"
+            } else {
+                "Proxy Authentication Required"
+            }
+        );
+        let mut head = vec![
+            status.as_str(),
+            "Via: SIP/2.0/UDP 127.0.0.1:16002;branch=z9hG4bK1;rport=16002",
+            "From: <sip:watcher@127.0.0.1>;tag=1",
+            "To: <sip:alice@127.0.0.1>;tag=b27e1a1d33761e85846fc98f5f3a7e58.6a2c",
+            "Call-ID: c1@127.0.0.1",
+            "CSeq: 1 SUBSCRIBE",
+        ];
+        head.extend_from_slice(lines);
+        head.push("Server: kamailio (5.6.3 (x86_64/linux))");
+        head.push("Content-Length: 0");
+        SipMessage::parse(&wire(&head, "")).unwrap()
+    }
+
+    fn proxy_challenge(nonce: &str, extra: &str) -> SipMessage {
+        let h = format!("Proxy-Authenticate: Digest realm=\"127.0.0.1\", nonce=\"{nonce}\", qop=\"auth\", algorithm=SHA-256{extra}");
+        challenge_resp(407, &[&h])
+    }
+
+    fn creds() -> Credentials {
+        Credentials {
+            username: USER.into(),
+            password: PASSWORD.into(),
+        }
+    }
+
+    #[test]
+    fn challenges_parse() {
+        // rsipstack 0.7.14 fails on the unquoted `algorithm=SHA-256` Kamailio sends.
+        let resp = proxy_challenge("awFdhGsBXFjaV6yfCq2tegR+GEuB4E7D", "");
+        assert_eq!(
+            challenges(&resp),
+            [Challenge {
+                realm: "127.0.0.1".into(),
+                nonce: "awFdhGsBXFjaV6yfCq2tegR+GEuB4E7D".into(),
+                opaque: None,
+                algorithm: Algorithm::Sha256,
+                qop: vec!["auth".into()],
+                stale: false,
+                proxy: true,
+            }]
+        );
+        let resp = challenge_resp(
+            401,
+            &[
+                "WWW-Authenticate: Basic realm=\"x\"",
+                "WWW-Authenticate: digest REALM = \"a, \\\"b\\\"\" ,NONCE=\"n1\",opaque=\"op aque\",qop=\"auth-int, AUTH\",stale=TRUE,algorithm=\"md5-sess\", domain=\"sip:a sip:b\"",
+                "WWW-Authenticate: Digest realm=\"r2\", nonce=\"n2\", algorithm=SHA3-256",
+                "WWW-Authenticate: Digest realm=\"r3\", nonce=\"n3\", algorithm=SHA-512-256, Digest realm=\"r4\", nonce=\"n4\"",
+                "WWW-Authenticate: Digest nonce=\"no-realm\"",
+                "WWW-Authenticate: Digest realm=\"no-nonce\"",
+                "WWW-Authenticate: Digest realm=\"unterminated, nonce=\"x\"",
+                "Proxy-Authenticate: Digest realm=\"p\", nonce=\"pn\", stale=false",
+            ],
+        );
+        let got = challenges(&resp);
+        let summary: Vec<_> = got
+            .iter()
+            .map(|c| (c.realm.as_str(), c.nonce.as_str(), c.algorithm, c.proxy))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("a, \"b\"", "n1", Algorithm::Md5Sess, false),
+                ("r3", "n3", Algorithm::Sha512_256, false),
+                ("r4", "n4", Algorithm::Md5, false),
+                ("p", "pn", Algorithm::Md5, true),
+            ]
+        );
+        assert_eq!(got[0].opaque.as_deref(), Some("op aque"));
+        assert_eq!(got[0].qop, ["auth-int", "auth"]);
+        assert!(got[0].stale);
+        assert!(got[1].qop.is_empty() && !got[1].stale && got[1].opaque.is_none());
+        assert!(!got[3].stale);
+    }
+
+    #[test]
+    fn answers_a_407_with_proxy_authorization() {
+        let mut client = DigestClient::new(creds());
+        let req = request(METHOD, URI);
+        let resp = proxy_challenge("awFdhGsBXFjaV6yfCq2tegR+GEuB4E7D", ", opaque=\"x,y\"");
+        client.on_challenge(&req, &resp).unwrap();
+
+        let mut retry = req.clone();
+        retry.set("CSeq", "2 SUBSCRIBE");
+        retry.add("Authorization", "Digest stale one");
+        client.authorize(&mut retry);
+        assert_eq!(retry.header("Authorization"), None);
+        let values: Vec<&str> = retry.headers("Proxy-Authorization").collect();
+        assert_eq!(values.len(), 1);
+        let v = values[0];
+        assert!(v.starts_with("Digest username=\"watcher\", realm=\"127.0.0.1\", nonce=\"awFdhGsBXFjaV6yfCq2tegR+GEuB4E7D\", uri=\"sip:alice@127.0.0.1:15070\", response=\""), "{v}");
+        assert!(
+            v.contains(", algorithm=SHA-256, qop=auth, nc=00000001, cnonce=\""),
+            "{v}"
+        );
+        assert!(v.ends_with(", opaque=\"x,y\""), "{v}");
+        let c = parse_credentials(v).unwrap();
+        assert_eq!(c.response.len(), 64);
+        assert_eq!(c.uri, URI);
+        assert_eq!(c.nc, Some(1));
+        assert_eq!(c.cnonce.as_ref().unwrap().len(), 16);
+        assert_eq!(c.opaque.as_deref(), Some("x,y"));
+        assert!(verify(
+            v,
+            METHOD,
+            PASSWORD,
+            REALM,
+            "awFdhGsBXFjaV6yfCq2tegR+GEuB4E7D"
+        ));
+        assert!(verify_request(
+            v,
+            &retry,
+            PASSWORD,
+            REALM,
+            "awFdhGsBXFjaV6yfCq2tegR+GEuB4E7D"
+        ));
+        assert!(!verify(
+            v,
+            METHOD,
+            "wrong",
+            REALM,
+            "awFdhGsBXFjaV6yfCq2tegR+GEuB4E7D"
+        ));
+        // The server's own check, recomputed from the header's values.
+        assert_eq!(
+            c.response,
+            response(
+                Algorithm::Sha256,
+                USER,
+                REALM,
+                PASSWORD,
+                &c.nonce,
+                c.cnonce.as_deref().unwrap(),
+                1,
+                Some("auth"),
+                METHOD,
+                URI,
+                b""
+            )
+        );
+    }
+
+    #[test]
+    fn answers_a_401_with_authorization_for_the_request_uri() {
+        let mut client = DigestClient::new(creds());
+        let resp = challenge_resp(
+            401,
+            &["WWW-Authenticate: Digest realm=\"127.0.0.1\", nonce=\"n1\", qop=\"auth\""],
+        );
+        client.on_challenge(&request(METHOD, URI), &resp).unwrap();
+        // A refresh goes to the remote target, a different Request-URI: uri follows it.
+        let mut refresh = request(METHOD, "sip:127.0.0.1:15060;transport=tcp");
+        client.authorize(&mut refresh);
+        assert_eq!(refresh.header("Proxy-Authorization"), None);
+        let v = refresh.header("Authorization").unwrap();
+        let c = parse_credentials(v).unwrap();
+        assert_eq!(c.uri, "sip:127.0.0.1:15060;transport=tcp");
+        assert_eq!(c.algorithm, Algorithm::Md5);
+        assert!(
+            v.contains(", algorithm=MD5, qop=auth, nc=00000001, "),
+            "{v}"
+        );
+        assert!(verify_request(v, &refresh, PASSWORD, REALM, "n1"));
+        // The same header does not pass for another request.
+        assert!(!verify_request(
+            v,
+            &request(METHOD, URI),
+            PASSWORD,
+            REALM,
+            "n1"
+        ));
+        assert!(!verify_request(
+            v,
+            &request("PUBLISH", "sip:127.0.0.1:15060;transport=tcp"),
+            PASSWORD,
+            REALM,
+            "n1"
+        ));
+        // A response has nothing to authorize.
+        let mut resp = SipMessage::response(200, "OK");
+        client.authorize(&mut resp);
+        assert!(resp.headers.is_empty());
+    }
+
+    #[test]
+    fn nc_counts_uses_of_a_nonce_and_restarts_with_a_new_one() {
+        let mut client = DigestClient::new(creds());
+        let first = request(METHOD, URI);
+        client
+            .on_challenge(&first, &proxy_challenge("n1", ""))
+            .unwrap();
+        let nc_and_nonce = |client: &mut DigestClient| {
+            let mut r = request(METHOD, URI);
+            client.authorize(&mut r);
+            let c = parse_credentials(r.header("Proxy-Authorization").unwrap()).unwrap();
+            (c.nc.unwrap(), c.nonce, c.cnonce.unwrap(), r)
+        };
+        let (nc1, nonce1, cnonce1, _) = nc_and_nonce(&mut client);
+        client.on_success();
+        let (nc2, _, cnonce2, _) = nc_and_nonce(&mut client);
+        let (nc3, _, _, sent) = nc_and_nonce(&mut client);
+        assert_eq!((nc1, nc2, nc3), (1, 2, 3));
+        assert_eq!(nonce1, "n1");
+        assert_ne!(cnonce1, cnonce2);
+        // The server forgot n1 (stale): new nonce, nc starts over.
+        client
+            .on_challenge(&sent, &proxy_challenge("n2", ", stale=true"))
+            .unwrap();
+        let (nc, nonce, _, _) = nc_and_nonce(&mut client);
+        assert_eq!((nc, nonce.as_str()), (1, "n2"));
+        // The same nonce again (a re-sent challenge) keeps counting.
+        let (_, _, _, sent) = nc_and_nonce(&mut client);
+        client.on_success();
+        client
+            .on_challenge(&sent, &proxy_challenge("n2", ", stale=true"))
+            .unwrap();
+        let (nc, _, _, _) = nc_and_nonce(&mut client);
+        assert_eq!(nc, 3);
+    }
+
+    #[test]
+    fn wrong_credentials_end_in_rejected_not_a_loop() {
+        let mut client = DigestClient::new(creds());
+        let req = request(METHOD, URI);
+        client
+            .on_challenge(&req, &proxy_challenge("n1", ""))
+            .unwrap();
+        let mut retry = req.clone();
+        client.authorize(&mut retry);
+        // Kamailio answers wrong credentials with a fresh challenge, no stale.
+        let err = client
+            .on_challenge(&retry, &proxy_challenge("n2", ""))
+            .unwrap_err();
+        assert!(matches!(err, DigestError::Rejected { ref realm } if realm == "127.0.0.1"));
+        assert_eq!(err.to_string(), "credentials rejected by realm 127.0.0.1");
+        // The realm is forgotten: the next request goes without credentials, and a new
+        // attempt starts from a new challenge.
+        let mut next = request(METHOD, URI);
+        client.authorize(&mut next);
+        assert_eq!(next.header("Proxy-Authorization"), None);
+        client
+            .on_challenge(&next, &proxy_challenge("n3", ""))
+            .unwrap();
+    }
+
+    #[test]
+    fn stale_recomputes_silently_but_not_forever() {
+        let mut client = DigestClient::new(creds());
+        let req = request(METHOD, URI);
+        client
+            .on_challenge(&req, &proxy_challenge("n0", ""))
+            .unwrap();
+        let mut sent = req.clone();
+        for i in 1..=MAX_STALE {
+            client.authorize(&mut sent);
+            client
+                .on_challenge(&sent, &proxy_challenge(&format!("n{i}"), ", stale=true"))
+                .unwrap();
+        }
+        client.authorize(&mut sent);
+        assert!(matches!(
+            client.on_challenge(&sent, &proxy_challenge("nx", ", stale=TRUE")),
+            Err(DigestError::StaleLoop { .. })
+        ));
+        // A 2xx in between resets the count.
+        let mut client = DigestClient::new(creds());
+        client
+            .on_challenge(&req, &proxy_challenge("n0", ""))
+            .unwrap();
+        for i in 1..=MAX_STALE * 3 {
+            client.authorize(&mut sent);
+            client.on_success();
+            client
+                .on_challenge(&sent, &proxy_challenge(&format!("n{i}"), ", stale=true"))
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn a_challenge_to_pre_emptive_credentials_after_a_success_is_a_new_nonce() {
+        let mut client = DigestClient::new(creds());
+        let req = request(METHOD, URI);
+        client
+            .on_challenge(&req, &proxy_challenge("n1", ""))
+            .unwrap();
+        let mut retry = req.clone();
+        client.authorize(&mut retry);
+        client.on_success();
+        // A refresh with the confirmed nonce is challenged without stale (a server that
+        // expires nonces silently): not a credential failure.
+        let mut refresh = request(METHOD, URI);
+        client.authorize(&mut refresh);
+        client
+            .on_challenge(&refresh, &proxy_challenge("n2", ""))
+            .unwrap();
+        // But the answer to that challenge failing is.
+        let mut retry = request(METHOD, URI);
+        client.authorize(&mut retry);
+        assert!(matches!(
+            client.on_challenge(&retry, &proxy_challenge("n3", "")),
+            Err(DigestError::Rejected { .. })
+        ));
+    }
+
+    #[test]
+    fn concurrent_requests_do_not_trip_the_guard() {
+        // Two SUBSCRIBEs go out without credentials; both are challenged. Answering the
+        // first must not make the second's challenge look like a rejection.
+        let mut client = DigestClient::new(creds());
+        let a = request(METHOD, "sip:alice@127.0.0.1");
+        let b = request(METHOD, "sip:bob@127.0.0.1");
+        client.on_challenge(&a, &proxy_challenge("na", "")).unwrap();
+        let mut a2 = a.clone();
+        client.authorize(&mut a2);
+        client.on_challenge(&b, &proxy_challenge("nb", "")).unwrap();
+        let mut b2 = b.clone();
+        client.authorize(&mut b2);
+        assert!(b2
+            .header("Proxy-Authorization")
+            .unwrap()
+            .contains("nonce=\"nb\""));
+        // a2 carried the replaced nonce: its re-challenge is not about the current one.
+        client
+            .on_challenge(&a2, &proxy_challenge("nc", ""))
+            .unwrap();
+    }
+
+    #[test]
+    fn first_supported_challenge_per_realm_and_every_realm() {
+        let mut client = DigestClient::new(creds());
+        let resp = challenge_resp(
+            407,
+            &[
+                "Proxy-Authenticate: Digest realm=\"127.0.0.1\", nonce=\"x\", algorithm=SHA3-512",
+                "Proxy-Authenticate: Digest realm=\"127.0.0.1\", nonce=\"a\", algorithm=SHA-256, qop=\"auth\"",
+                "Proxy-Authenticate: Digest realm=\"127.0.0.1\", nonce=\"b\", algorithm=MD5, qop=\"auth\"",
+                "Proxy-Authenticate: Digest realm=\"other\", nonce=\"t\", qop=\"token\"",
+                "Proxy-Authenticate: Digest realm=\"other\", nonce=\"o\"",
+                "WWW-Authenticate: Digest realm=\"uas\", nonce=\"u\", qop=\"auth-int\", algorithm=SHA-512-256-sess",
+            ],
+        );
+        client.on_challenge(&request(METHOD, URI), &resp).unwrap();
+        let mut req = request("PUBLISH", URI);
+        req.set_body("application/pidf+xml", b"<presence/>".to_vec());
+        client.authorize(&mut req);
+        let proxy: Vec<_> = req
+            .headers("Proxy-Authorization")
+            .map(|v| parse_credentials(v).unwrap())
+            .collect();
+        assert_eq!(proxy.len(), 2);
+        assert_eq!(
+            (proxy[0].nonce.as_str(), proxy[0].algorithm),
+            ("a", Algorithm::Sha256)
+        );
+        // Legacy (no qop): no nc, no cnonce, no qop.
+        assert_eq!(proxy[1].nonce, "o");
+        assert_eq!(
+            (
+                proxy[1].qop.as_deref(),
+                proxy[1].nc,
+                proxy[1].cnonce.as_deref()
+            ),
+            (None, None, None)
+        );
+        let legacy = req.headers("Proxy-Authorization").nth(1).unwrap();
+        assert!(verify_request(legacy, &req, PASSWORD, "other", "o"));
+        assert!(
+            !legacy.contains("qop") && !legacy.contains("nc="),
+            "{legacy}"
+        );
+        // auth-int only: the body is covered; -sess: cnonce in HA1.
+        let uas = req.header("Authorization").unwrap();
+        let c = parse_credentials(uas).unwrap();
+        assert_eq!(
+            (c.qop.as_deref(), c.algorithm),
+            (Some("auth-int"), Algorithm::Sha512_256Sess)
+        );
+        assert!(uas.contains("qop=auth-int, nc=00000001"), "{uas}");
+        assert!(verify_request(uas, &req, PASSWORD, "uas", "u"));
+        let mut tampered = req.clone();
+        tampered.body = b"<presence>x</presence>".to_vec();
+        assert!(!verify_request(uas, &tampered, PASSWORD, "uas", "u"));
+        // Preference: auth over auth-int when both are offered.
+        let both = challenge_resp(
+            401,
+            &["WWW-Authenticate: Digest realm=\"r\", nonce=\"n\", qop=\"auth-int,auth\""],
+        );
+        let mut client = DigestClient::new(creds());
+        client.on_challenge(&req, &both).unwrap();
+        let mut r = request(METHOD, URI);
+        client.authorize(&mut r);
+        assert!(r.header("Authorization").unwrap().contains("qop=auth,"));
+    }
+
+    #[test]
+    fn no_usable_challenge() {
+        let mut client = DigestClient::new(creds());
+        let req = request(METHOD, URI);
+        for lines in [
+            &[][..],
+            &["WWW-Authenticate: Basic realm=\"x\""][..],
+            &["Proxy-Authenticate: Digest realm=\"x\", nonce=\"n\", algorithm=AKAv1-MD5"][..],
+            &["Proxy-Authenticate: Digest realm=\"x\", nonce=\"n\", qop=\"auth-conf\""][..],
+        ] {
+            assert!(matches!(
+                client.on_challenge(&req, &challenge_resp(407, lines)),
+                Err(DigestError::NoUsableChallenge)
+            ));
+        }
+    }
+
+    #[test]
+    fn credentials_debug_hides_the_password() {
+        let c = Credentials {
+            username: "watcher".into(),
+            password: "hunter2-secret".into(),
+        };
+        let shown = format!("{c:?} {:?}", DigestClient::new(c.clone()));
+        assert!(shown.contains("watcher"));
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
+    fn verify_refuses_what_does_not_match() {
+        let nc = "00000001";
+        let good = response(
+            Algorithm::Md5,
+            USER,
+            REALM,
+            PASSWORD,
+            NONCE,
+            CNONCE,
+            1,
+            Some("auth"),
+            METHOD,
+            URI,
+            b"",
+        );
+        let header = |resp: &str, extra: &str| {
+            format!("Digest username=\"{USER}\", realm=\"{REALM}\", nonce=\"{NONCE}\", uri=\"{URI}\", response=\"{resp}\"{extra}")
+        };
+        let auth = format!(", qop=auth, nc={nc}, cnonce=\"{CNONCE}\"");
+        assert!(verify(
+            &header(&good, &auth),
+            METHOD,
+            PASSWORD,
+            REALM,
+            NONCE
+        ));
+        assert!(verify(
+            &header(&good.to_uppercase(), &auth),
+            METHOD,
+            PASSWORD,
+            REALM,
+            NONCE
+        ));
+        assert!(verify(
+            &header(&good, &format!("{auth}, algorithm=md5")),
+            METHOD,
+            PASSWORD,
+            REALM,
+            NONCE
+        ));
+        assert!(!verify(
+            &header(&good, &auth),
+            "PUBLISH",
+            PASSWORD,
+            REALM,
+            NONCE
+        ));
+        assert!(!verify(
+            &header(&good, &auth),
+            METHOD,
+            PASSWORD,
+            "other",
+            NONCE
+        ));
+        assert!(!verify(
+            &header(&good, &auth),
+            METHOD,
+            PASSWORD,
+            REALM,
+            "other"
+        ));
+        assert!(!verify(
+            &header(&good, ", qop=auth, nc=00000002, cnonce=\"0a4f113b\""),
+            METHOD,
+            PASSWORD,
+            REALM,
+            NONCE
+        ));
+        assert!(!verify(
+            &header(&good, ", qop=auth, cnonce=\"0a4f113b\""),
+            METHOD,
+            PASSWORD,
+            REALM,
+            NONCE
+        ));
+        assert!(!verify(
+            &header(&good, ", qop=auth, nc=00000001"),
+            METHOD,
+            PASSWORD,
+            REALM,
+            NONCE
+        ));
+        assert!(!verify(
+            &header(&good, ", qop=auth, nc=1, cnonce=\"0a4f113b\""),
+            METHOD,
+            PASSWORD,
+            REALM,
+            NONCE
+        ));
+        assert!(!verify(
+            &header(&good, &format!("{auth}, algorithm=SHA-256")),
+            METHOD,
+            PASSWORD,
+            REALM,
+            NONCE
+        ));
+        assert!(!verify(
+            &header(&good, &format!("{auth}, algorithm=bogus")),
+            METHOD,
+            PASSWORD,
+            REALM,
+            NONCE
+        ));
+        assert!(!verify(
+            &header(&good, ", qop=auth-conf, nc=00000001, cnonce=\"0a4f113b\""),
+            METHOD,
+            PASSWORD,
+            REALM,
+            NONCE
+        ));
+        assert!(!verify(
+            &header(&good[1..], &auth),
+            METHOD,
+            PASSWORD,
+            REALM,
+            NONCE
+        ));
+        let legacy = response(
+            Algorithm::Md5,
+            USER,
+            REALM,
+            PASSWORD,
+            NONCE,
+            "",
+            0,
+            None,
+            METHOD,
+            URI,
+            b"",
+        );
+        assert!(verify(&header(&legacy, ""), METHOD, PASSWORD, REALM, NONCE));
+        assert_eq!(legacy, "a9b3ce924c0a0ccf748b48f9aa47783d");
+        for garbage in [
+            "",
+            "Digest",
+            "Basic dXNlcjpwYXNz",
+            "Digest username=\"x",
+            "Digest ,,,=",
+            "\"",
+            "Digest username=x, realm=y",
+        ] {
+            assert!(
+                !verify(garbage, METHOD, PASSWORD, REALM, NONCE),
+                "{garbage}"
+            );
+        }
+    }
 }

@@ -149,7 +149,9 @@ fn head_end(buf: &[u8]) -> Option<(usize, usize)> {
 
 /// Number of CR/LF bytes before the start line (RFC 3261 §7.5: ignored).
 fn leading_crlf(buf: &[u8]) -> usize {
-    buf.iter().take_while(|b| matches!(b, b'\r' | b'\n')).count()
+    buf.iter()
+        .take_while(|b| matches!(b, b'\r' | b'\n'))
+        .count()
 }
 
 /// The parsed header section.
@@ -219,9 +221,7 @@ fn parse_head(head: &[u8]) -> Result<Head, SipParseError> {
         }
         if line.starts_with([' ', '\t']) {
             // A folded continuation: joined to the previous value with one space (§7.3.1).
-            let (name, value) = headers
-                .last_mut()
-                .ok_or(SipParseError::FoldBeforeHeader)?;
+            let (name, value) = headers.last_mut().ok_or(SipParseError::FoldBeforeHeader)?;
             let more = line.trim();
             if !more.is_empty() {
                 if value.len() + 1 + more.len() > MAX_HEADER_LEN {
@@ -589,7 +589,10 @@ impl SipMessage {
 
 /// Pushes `s` with CR and LF replaced by spaces.
 fn push_clean(out: &mut Vec<u8>, s: &str) {
-    out.extend(s.bytes().map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }));
+    out.extend(
+        s.bytes()
+            .map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
+    );
 }
 
 /// RFC 3261 delta-seconds: digits only; values beyond `u32` saturate (§20.19 says to
@@ -969,7 +972,10 @@ fn split_scheme(uri: &str) -> (Option<String>, &str) {
         let is_scheme = scheme
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
-            && scheme.bytes().next().is_some_and(|b| b.is_ascii_alphabetic());
+            && scheme
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_alphabetic());
         // `host:5060` has a port, not a scheme.
         let is_port = !rest.is_empty()
             && rest
@@ -1038,7 +1044,9 @@ pub fn uri_host_port(uri: &str) -> Option<(String, u16)> {
     let (scheme, rest) = split_scheme(uri);
     let tls = match scheme.as_deref() {
         Some("sips") => true,
-        Some("sip") | None => uri_param(uri, "transport").is_some_and(|t| t.eq_ignore_ascii_case("tls")),
+        Some("sip") | None => {
+            uri_param(uri, "transport").is_some_and(|t| t.eq_ignore_ascii_case("tls"))
+        }
         Some(_) => return None,
     };
     let (_, host, port) = split_user_host_port(rest)?;
@@ -1254,9 +1262,15 @@ pub(crate) mod tests {
             m.via_branch().as_deref(),
             Some("z9hG4bK9d5e.a1f0c6f4000000000000000000000000.0")
         );
-        assert_eq!(m.header("user-agent"), Some("kamailio (5.6.3 (x86_64/linux))"));
+        assert_eq!(
+            m.header("user-agent"),
+            Some("kamailio (5.6.3 (x86_64/linux))")
+        );
         assert_eq!(m.headers.len(), 12);
-        assert_eq!(uri_aor(m.request_uri().unwrap()).unwrap(), "presence-bridge@10.1.2.3");
+        assert_eq!(
+            uri_aor(m.request_uri().unwrap()).unwrap(),
+            "presence-bridge@10.1.2.3"
+        );
     }
 
     #[test]
@@ -1307,7 +1321,10 @@ pub(crate) mod tests {
             "<x/>",
         ))
         .unwrap();
-        assert_eq!(m.header("Via"), Some("SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKc1"));
+        assert_eq!(
+            m.header("Via"),
+            Some("SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKc1")
+        );
         assert_eq!(m.via_branch().as_deref(), Some("z9hG4bKc1"));
         assert_eq!(m.from_hdr().unwrap().tag(), Some("x"));
         assert_eq!(m.to_hdr().unwrap().tag(), Some("y"));
@@ -1432,7 +1449,10 @@ pub(crate) mod tests {
     fn content_length_must_match_the_body() {
         let head = |cl: &str| format!("MESSAGE sip:h SIP/2.0\r\nContent-Length: {cl}\r\n\r\n");
         let msg = |cl: &str, body: &str| format!("{}{body}", head(cl)).into_bytes();
-        assert_eq!(SipMessage::parse(&msg("5", "hello")).unwrap().body, b"hello");
+        assert_eq!(
+            SipMessage::parse(&msg("5", "hello")).unwrap().body,
+            b"hello"
+        );
         assert_eq!(
             SipMessage::parse(&msg("6", "hello")),
             Err(SipParseError::BodyTruncated {
@@ -1450,9 +1470,15 @@ pub(crate) mod tests {
         for bad in ["abc", "-1", "1.0", "", "99999999999999999999999999"] {
             let r = SipMessage::parse(&msg(bad, ""));
             if bad == "99999999999999999999999999" {
-                assert!(matches!(r, Err(SipParseError::BodyTruncated { .. })), "{r:?}");
+                assert!(
+                    matches!(r, Err(SipParseError::BodyTruncated { .. })),
+                    "{r:?}"
+                );
             } else {
-                assert!(matches!(r, Err(SipParseError::BadContentLength(_))), "{bad}: {r:?}");
+                assert!(
+                    matches!(r, Err(SipParseError::BadContentLength(_))),
+                    "{bad}: {r:?}"
+                );
             }
         }
         // Two lengths that disagree (one compact) are refused; equal ones are fine.
@@ -1469,41 +1495,81 @@ pub(crate) mod tests {
         // A body may be any bytes.
         let mut binary = head("4").into_bytes();
         binary.extend_from_slice(&[0, 0xff, 0xfe, b'\n']);
-        assert_eq!(SipMessage::parse(&binary).unwrap().body, [0, 0xff, 0xfe, b'\n']);
+        assert_eq!(
+            SipMessage::parse(&binary).unwrap().body,
+            [0, 0xff, 0xfe, b'\n']
+        );
     }
 
     #[test]
     fn malformed_messages_are_errors() {
         use SipParseError as E;
-        let cases: &[(&[u8], fn(&SipParseError) -> bool)] = &[
+        type Check = fn(&SipParseError) -> bool;
+        let cases: &[(&[u8], Check)] = &[
             (b"", |e| *e == E::Empty),
             (b"\r\n\r\n", |e| *e == E::Empty),
-            (b"NOTIFY sip:h SIP/2.0\r\nVia: x\r\n", |e| *e == E::NoHeaderEnd),
+            (b"NOTIFY sip:h SIP/2.0\r\nVia: x\r\n", |e| {
+                *e == E::NoHeaderEnd
+            }),
             (b"NOTIFY sip:h SIP/2.0\r\nVia: x", |e| *e == E::NoHeaderEnd),
             (b"NOTIFY sip:h SIP/2.0", |e| *e == E::NoHeaderEnd),
-            (b"NOTIFY sip:h SIP/3.0\r\n\r\n", |e| matches!(e, E::BadVersion(_))),
+            (b"NOTIFY sip:h SIP/3.0\r\n\r\n", |e| {
+                matches!(e, E::BadVersion(_))
+            }),
             (b"SIP/1.0 200 OK\r\n\r\n", |e| matches!(e, E::BadVersion(_))),
-            (b"SIP/2.0 2000 OK\r\n\r\n", |e| matches!(e, E::BadStartLine(_))),
-            (b"SIP/2.0 099 Low\r\n\r\n", |e| matches!(e, E::BadStartLine(_))),
-            (b"SIP/2.0 700 High\r\n\r\n", |e| matches!(e, E::BadStartLine(_))),
-            (b"SIP/2.0 2x0 OK\r\n\r\n", |e| matches!(e, E::BadStartLine(_))),
+            (b"SIP/2.0 2000 OK\r\n\r\n", |e| {
+                matches!(e, E::BadStartLine(_))
+            }),
+            (b"SIP/2.0 099 Low\r\n\r\n", |e| {
+                matches!(e, E::BadStartLine(_))
+            }),
+            (b"SIP/2.0 700 High\r\n\r\n", |e| {
+                matches!(e, E::BadStartLine(_))
+            }),
+            (b"SIP/2.0 2x0 OK\r\n\r\n", |e| {
+                matches!(e, E::BadStartLine(_))
+            }),
             (b"NOTIFY sip:h\r\n\r\n", |e| matches!(e, E::BadStartLine(_))),
-            (b"NOTIFY sip:h SIP/2.0 extra\r\n\r\n", |e| matches!(e, E::BadStartLine(_))),
-            (b"NOT(IFY sip:h SIP/2.0\r\n\r\n", |e| matches!(e, E::BadStartLine(_))),
-            (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", |e| matches!(e, E::BadVersion(_))),
-            (b"NOTIFY sip:h SIP/2.0\r\nno colon here\r\n\r\n", |e| matches!(e, E::BadHeader(_))),
-            (b"NOTIFY sip:h SIP/2.0\r\n: empty name\r\n\r\n", |e| matches!(e, E::BadHeader(_))),
-            (b"NOTIFY sip:h SIP/2.0\r\nBad Name: x\r\n\r\n", |e| matches!(e, E::BadHeader(_))),
-            (b"NOTIFY sip:h SIP/2.0\r\nX: a\x00b\r\n\r\n", |e| matches!(e, E::BadHeader(_))),
-            (b"NOTIFY sip:h SIP/2.0\r\nX: a\rb\r\n\r\n", |e| matches!(e, E::BadHeader(_))),
-            (b"NOTIFY sip:h SIP/2.0\r\nX: caf\xe9\r\n\r\n", |e| *e == E::NotUtf8),
+            (b"NOTIFY sip:h SIP/2.0 extra\r\n\r\n", |e| {
+                matches!(e, E::BadStartLine(_))
+            }),
+            (b"NOT(IFY sip:h SIP/2.0\r\n\r\n", |e| {
+                matches!(e, E::BadStartLine(_))
+            }),
+            (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", |e| {
+                matches!(e, E::BadVersion(_))
+            }),
+            (b"NOTIFY sip:h SIP/2.0\r\nno colon here\r\n\r\n", |e| {
+                matches!(e, E::BadHeader(_))
+            }),
+            (b"NOTIFY sip:h SIP/2.0\r\n: empty name\r\n\r\n", |e| {
+                matches!(e, E::BadHeader(_))
+            }),
+            (b"NOTIFY sip:h SIP/2.0\r\nBad Name: x\r\n\r\n", |e| {
+                matches!(e, E::BadHeader(_))
+            }),
+            (b"NOTIFY sip:h SIP/2.0\r\nX: a\x00b\r\n\r\n", |e| {
+                matches!(e, E::BadHeader(_))
+            }),
+            (b"NOTIFY sip:h SIP/2.0\r\nX: a\rb\r\n\r\n", |e| {
+                matches!(e, E::BadHeader(_))
+            }),
+            (b"NOTIFY sip:h SIP/2.0\r\nX: caf\xe9\r\n\r\n", |e| {
+                *e == E::NotUtf8
+            }),
             (b"NOTIFY sip:\xff SIP/2.0\r\n\r\n", |e| *e == E::NotUtf8),
             (b"\x00\x01\x02\x03\n\n", |e| matches!(e, E::BadStartLine(_))),
-            (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\n\r\n", |e| *e == E::NotUtf8),
+            (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\n\r\n", |e| {
+                *e == E::NotUtf8
+            }),
         ];
         for (input, expected) in cases {
             let err = SipParseError::clone(&SipMessage::parse(input).unwrap_err());
-            assert!(expected(&err), "{:?}: {err:?}", String::from_utf8_lossy(input));
+            assert!(
+                expected(&err),
+                "{:?}: {err:?}",
+                String::from_utf8_lossy(input)
+            );
             // Every error renders without panicking and without control characters.
             assert!(!err.to_string().contains(['\r', '\n', '\0']));
         }
@@ -1525,7 +1591,12 @@ pub(crate) mod tests {
             let _ = frame(&bytes);
             if let Ok(m) = SipMessage::parse(&bytes) {
                 let _ = (m.subscription_state(), m.event(), m.from_hdr(), m.contact());
-                let _ = (m.content_type(), m.cseq(), m.header_list("Via"), m.via_branch());
+                let _ = (
+                    m.content_type(),
+                    m.cseq(),
+                    m.header_list("Via"),
+                    m.via_branch(),
+                );
                 // The wire form parses back to the same message, up to what to_bytes
                 // normalizes: one Content-Length, equal to the body length.
                 let mut expected = m.clone();
@@ -1552,7 +1623,10 @@ pub(crate) mod tests {
         let mut head = vec!["NOTIFY sip:h SIP/2.0".to_string()];
         head.extend((0..MAX_HEADERS).map(|i| format!("X-{i}: {i}")));
         let refs: Vec<&str> = head.iter().map(String::as_str).collect();
-        assert_eq!(SipMessage::parse(&wire(&refs, "")).unwrap().headers.len(), MAX_HEADERS);
+        assert_eq!(
+            SipMessage::parse(&wire(&refs, "")).unwrap().headers.len(),
+            MAX_HEADERS
+        );
         head.push("X-last: 1".into());
         let refs: Vec<&str> = head.iter().map(String::as_str).collect();
         assert_eq!(
@@ -1570,7 +1644,10 @@ pub(crate) mod tests {
         assert!(SipMessage::parse(&wire(&["NOTIFY sip:h SIP/2.0", &ok], "")).is_ok());
         let fold = format!(" {}", "b".repeat(1000));
         let mut folded = vec!["NOTIFY sip:h SIP/2.0", "X-Folded: a"];
-        folded.extend(std::iter::repeat_n(fold.as_str(), MAX_HEADER_LEN / 1000 + 1));
+        folded.extend(std::iter::repeat_n(
+            fold.as_str(),
+            MAX_HEADER_LEN / 1000 + 1,
+        ));
         assert!(matches!(
             SipMessage::parse(&wire(&folded, "")),
             Err(SipParseError::HeaderTooLong { .. })
@@ -1597,8 +1674,10 @@ pub(crate) mod tests {
 
     #[test]
     fn bare_lf_and_leading_crlf_are_accepted() {
-        let m = SipMessage::parse(b"\r\n\r\nOPTIONS sip:h SIP/2.0\nCall-ID: x\nContent-Length: 2\n\nhi")
-            .unwrap();
+        let m = SipMessage::parse(
+            b"\r\n\r\nOPTIONS sip:h SIP/2.0\nCall-ID: x\nContent-Length: 2\n\nhi",
+        )
+        .unwrap();
         assert_eq!(m.call_id(), Some("x"));
         assert_eq!(m.body, b"hi");
         // Lower-case version and reason with spaces.
@@ -1622,14 +1701,21 @@ pub(crate) mod tests {
             assert_eq!(SipMessage::parse(&m.to_bytes()).unwrap(), m);
         }
         // Folded and compact input: not byte-identical, but the same message.
-        let raw = b"NOTIFY sip:w@h SIP/2.0\r\nv: SIP/2.0/UDP h\r\n ;branch=z9hG4bKx\r\nl: 3\r\n\r\nabc";
+        let raw =
+            b"NOTIFY sip:w@h SIP/2.0\r\nv: SIP/2.0/UDP h\r\n ;branch=z9hG4bKx\r\nl: 3\r\n\r\nabc";
         let m = SipMessage::parse(raw).unwrap();
         assert_eq!(SipMessage::parse(&m.to_bytes()).unwrap(), m);
 
         let mut built = SipMessage::request("SUBSCRIBE", "sip:alice@pbx.example.com")
-            .with("Via", format!("SIP/2.0/TCP 10.1.2.3:5070;branch={};rport", new_branch()))
+            .with(
+                "Via",
+                format!("SIP/2.0/TCP 10.1.2.3:5070;branch={};rport", new_branch()),
+            )
             .with("Max-Forwards", "70")
-            .with("From", format!("<sip:presence-bridge@example.com>;tag={}", new_tag()))
+            .with(
+                "From",
+                format!("<sip:presence-bridge@example.com>;tag={}", new_tag()),
+            )
             .with("To", "<sip:alice@pbx.example.com>")
             .with("Call-ID", new_call_id("10.1.2.3"))
             .with("CSeq", "1 SUBSCRIBE")
@@ -1663,7 +1749,10 @@ pub(crate) mod tests {
         let evil = SipMessage::request("NOTIFY", "sip:h\r\nX: 1")
             .with("Subject", "hi\r\nVia: SIP/2.0/UDP evil\r\n\r\nbody");
         let parsed = SipMessage::parse(&evil.to_bytes()).unwrap_err();
-        assert!(matches!(parsed, SipParseError::BadStartLine(_)), "{parsed:?}");
+        assert!(
+            matches!(parsed, SipParseError::BadStartLine(_)),
+            "{parsed:?}"
+        );
         let evil = SipMessage::request("NOTIFY", "sip:h").with("Subject", "hi\r\nVia: x\n\nbody");
         let parsed = SipMessage::parse(&evil.to_bytes()).unwrap();
         assert_eq!(parsed.headers.len(), 2);
@@ -1676,7 +1765,8 @@ pub(crate) mod tests {
         let req = SipMessage::parse(&kamailio_notify()).unwrap();
         let with_two_vias = {
             let mut r = req.clone();
-            r.headers.insert(1, ("v".into(), "SIP/2.0/UDP proxy;branch=z9hG4bKp".into()));
+            r.headers
+                .insert(1, ("v".into(), "SIP/2.0/UDP proxy;branch=z9hG4bKp".into()));
             r
         };
         let resp = SipMessage::response_to(&with_two_vias, 200, "OK");
@@ -1734,13 +1824,38 @@ pub(crate) mod tests {
         };
         let cases = [
             ("<sip:a@h>", na(None, "sip:a@h", &[])),
-            ("<sip:a@h;transport=tcp>;tag=1", na(None, "sip:a@h;transport=tcp", &[("tag", Some("1"))])),
-            ("sip:a@h;tag=1;lr", na(None, "sip:a@h", &[("tag", Some("1")), ("lr", None)])),
-            ("  Alice Smith <sip:a@h> ;tag = x ", na(Some("Alice Smith"), "sip:a@h", &[("tag", Some("x"))])),
-            ("\"Smith, <Al>\" <sip:a@h>", na(Some("Smith, <Al>"), "sip:a@h", &[])),
-            ("\"q\\\"uote\"<sips:a@h>", na(Some("q\"uote"), "sips:a@h", &[])),
+            (
+                "<sip:a@h;transport=tcp>;tag=1",
+                na(None, "sip:a@h;transport=tcp", &[("tag", Some("1"))]),
+            ),
+            (
+                "sip:a@h;tag=1;lr",
+                na(None, "sip:a@h", &[("tag", Some("1")), ("lr", None)]),
+            ),
+            (
+                "  Alice Smith <sip:a@h> ;tag = x ",
+                na(Some("Alice Smith"), "sip:a@h", &[("tag", Some("x"))]),
+            ),
+            (
+                "\"Smith, <Al>\" <sip:a@h>",
+                na(Some("Smith, <Al>"), "sip:a@h", &[]),
+            ),
+            (
+                "\"q\\\"uote\"<sips:a@h>",
+                na(Some("q\"uote"), "sips:a@h", &[]),
+            ),
             ("\"\" <sip:a@h>", na(Some(""), "sip:a@h", &[])),
-            ("<sip:a@h>;+sip.instance=\"<urn:uuid:1;x>\";expires=60", na(None, "sip:a@h", &[("+sip.instance", Some("\"<urn:uuid:1;x>\"")), ("expires", Some("60"))])),
+            (
+                "<sip:a@h>;+sip.instance=\"<urn:uuid:1;x>\";expires=60",
+                na(
+                    None,
+                    "sip:a@h",
+                    &[
+                        ("+sip.instance", Some("\"<urn:uuid:1;x>\"")),
+                        ("expires", Some("60")),
+                    ],
+                ),
+            ),
             ("<sip:a@h>;", na(None, "sip:a@h", &[])),
             ("sip:127.0.0.1:15060", na(None, "sip:127.0.0.1:15060", &[])),
             ("*", na(None, "*", &[])),
@@ -1758,8 +1873,22 @@ pub(crate) mod tests {
             "\"Al\" <sip:a@h>;x=1;tag=new"
         );
         assert_eq!(p("sip:a@h").to_string_with_tag("t"), "<sip:a@h>;tag=t");
-        for bad in ["", "  ", "<sip:a@h", "\"unterminated <sip:a@h>", "\"x\" sip:a@h", "<sip:a@h> junk", "<>", "sip:a b@h", "<sip:a@h>;=1", "a <b <c>"] {
-            assert!(matches!(NameAddr::parse(bad), Err(SipParseError::BadNameAddr(_))), "{bad:?}");
+        for bad in [
+            "",
+            "  ",
+            "<sip:a@h",
+            "\"unterminated <sip:a@h>",
+            "\"x\" sip:a@h",
+            "<sip:a@h> junk",
+            "<>",
+            "sip:a b@h",
+            "<sip:a@h>;=1",
+            "a <b <c>",
+        ] {
+            assert!(
+                matches!(NameAddr::parse(bad), Err(SipParseError::BadNameAddr(_))),
+                "{bad:?}"
+            );
         }
         let m = SipMessage::request("X", "sip:h").with("Contact", "*");
         assert_eq!(m.contact(), None);
@@ -1774,14 +1903,40 @@ pub(crate) mod tests {
             retry_after,
         };
         let cases = [
-            ("active;expires=3599", Some(ss(SubState::Active, Some(3599), None, None))),
-            ("Active ; Expires = 60", Some(ss(SubState::Active, Some(60), None, None))),
+            (
+                "active;expires=3599",
+                Some(ss(SubState::Active, Some(3599), None, None)),
+            ),
+            (
+                "Active ; Expires = 60",
+                Some(ss(SubState::Active, Some(60), None, None)),
+            ),
             ("pending", Some(ss(SubState::Pending, None, None, None))),
-            ("terminated;reason=timeout", Some(ss(SubState::Terminated, None, Some("timeout"), None))),
-            ("terminated;reason=Probation;retry-after=30", Some(ss(SubState::Terminated, None, Some("probation"), Some(30)))),
-            ("terminated;reason=\"giveup\";retry-after=x", Some(ss(SubState::Terminated, None, Some("giveup"), None))),
-            ("waiting;expires=99999999999", Some(ss(SubState::Other("waiting".into()), Some(u32::MAX), None, None))),
-            ("active;expires;foo=bar;reason", Some(ss(SubState::Active, None, None, None))),
+            (
+                "terminated;reason=timeout",
+                Some(ss(SubState::Terminated, None, Some("timeout"), None)),
+            ),
+            (
+                "terminated;reason=Probation;retry-after=30",
+                Some(ss(SubState::Terminated, None, Some("probation"), Some(30))),
+            ),
+            (
+                "terminated;reason=\"giveup\";retry-after=x",
+                Some(ss(SubState::Terminated, None, Some("giveup"), None)),
+            ),
+            (
+                "waiting;expires=99999999999",
+                Some(ss(
+                    SubState::Other("waiting".into()),
+                    Some(u32::MAX),
+                    None,
+                    None,
+                )),
+            ),
+            (
+                "active;expires;foo=bar;reason",
+                Some(ss(SubState::Active, None, None, None)),
+            ),
             ("", None),
             (";expires=1", None),
             ("act ive", None),
@@ -1834,7 +1989,14 @@ pub(crate) mod tests {
                 params: vec![("charset".into(), "UTF-8".into())]
             }
         );
-        for bad in ["", "application", "/xml", "application/", "a b/c", "text/pl ain"] {
+        for bad in [
+            "",
+            "application",
+            "/xml",
+            "application/",
+            "a b/c",
+            "text/pl ain",
+        ] {
             assert_eq!(MediaType::parse(bad), None, "{bad}");
         }
     }
@@ -1844,38 +2006,73 @@ pub(crate) mod tests {
         let m = |name: &str, v: &str| SipMessage::request("X", "sip:h").with(name, v);
         assert_eq!(m("Expires", " 3600 ").expires(), Some(3600));
         assert_eq!(m("Expires", "0").expires(), Some(0));
-        assert_eq!(m("Expires", "Thu, 01 Dec 1994 16:00:00 GMT").expires(), None);
+        assert_eq!(
+            m("Expires", "Thu, 01 Dec 1994 16:00:00 GMT").expires(),
+            None
+        );
         assert_eq!(m("Expires", "-1").expires(), None);
         assert_eq!(m("Expires", "4294967296").expires(), Some(u32::MAX));
         assert_eq!(m("Min-Expires", "60").min_expires(), Some(60));
         assert_eq!(m("Retry-After", "120").retry_after(), Some(120));
-        assert_eq!(m("Retry-After", "18000;duration=3600").retry_after(), Some(18000));
-        assert_eq!(m("Retry-After", "120 (I'm in a meeting)").retry_after(), Some(120));
+        assert_eq!(
+            m("Retry-After", "18000;duration=3600").retry_after(),
+            Some(18000)
+        );
+        assert_eq!(
+            m("Retry-After", "120 (I'm in a meeting)").retry_after(),
+            Some(120)
+        );
         assert_eq!(m("Retry-After", "soon").retry_after(), None);
 
         let cseq = |v: &str| m("CSeq", v).cseq();
         assert_eq!(cseq("1 SUBSCRIBE"), Some((1, "SUBSCRIBE".into())));
         assert_eq!(cseq("  42   notify "), Some((42, "NOTIFY".into())));
-        assert_eq!(cseq("4294967295 PUBLISH"), Some((u32::MAX, "PUBLISH".into())));
-        for bad in ["", "1", "SUBSCRIBE", "4294967296 X", "-1 X", "1 X Y", "x1 X", "1 (X)"] {
+        assert_eq!(
+            cseq("4294967295 PUBLISH"),
+            Some((u32::MAX, "PUBLISH".into()))
+        );
+        for bad in [
+            "",
+            "1",
+            "SUBSCRIBE",
+            "4294967296 X",
+            "-1 X",
+            "1 X Y",
+            "x1 X",
+            "1 (X)",
+        ] {
             assert_eq!(cseq(bad), None, "{bad}");
         }
         assert_eq!(m("Call-ID", "").call_id(), None);
         assert_eq!(m("Via", "SIP/2.0/UDP h;branch=").via_branch(), None);
-        assert_eq!(m("Via", "SIP/2.0/UDP h;rport;BRANCH=z9hG4bK1").via_branch().as_deref(), Some("z9hG4bK1"));
-        assert_eq!(m("Via", "SIP/2.0/UDP h;received=1.2.3.4").via_branch(), None);
+        assert_eq!(
+            m("Via", "SIP/2.0/UDP h;rport;BRANCH=z9hG4bK1")
+                .via_branch()
+                .as_deref(),
+            Some("z9hG4bK1")
+        );
+        assert_eq!(
+            m("Via", "SIP/2.0/UDP h;received=1.2.3.4").via_branch(),
+            None
+        );
     }
 
     #[test]
     fn uris() {
         let aor = [
-            ("sip:Alice@Example.COM:5060;transport=tcp", Some("alice@example.com")),
+            (
+                "sip:Alice@Example.COM:5060;transport=tcp",
+                Some("alice@example.com"),
+            ),
             ("sips:bob@h", Some("bob@h")),
             ("pres:carol@example.com", Some("carol@example.com")),
             ("SIP:dave:secret@h.example.com", Some("dave@h.example.com")),
             ("<sip:eve@[2001:DB8::1]:5070>", Some("eve@[2001:db8::1]")),
             ("alice@example.com", Some("alice@example.com")),
-            ("sip:+1234;phone-context=x@h;user=phone", Some("+1234;phone-context=x@h")),
+            (
+                "sip:+1234;phone-context=x@h;user=phone",
+                Some("+1234;phone-context=x@h"),
+            ),
             ("sip:pbx.example.com", Some("pbx.example.com")),
             ("sip:127.0.0.1:15060;transport=tcp", Some("127.0.0.1")),
             ("pbx.example.com:5060", Some("pbx.example.com")),
@@ -1897,12 +2094,24 @@ pub(crate) mod tests {
             ("sip:alice@127.0.0.1:15070", hp("127.0.0.1", 15070)),
             ("sip:alice@pbx.example.com", hp("pbx.example.com", 5060)),
             ("sips:alice@pbx.example.com", hp("pbx.example.com", 5061)),
-            ("sip:pbx.example.com;transport=TLS", hp("pbx.example.com", 5061)),
-            ("sip:pbx.example.com:5080;transport=tls", hp("pbx.example.com", 5080)),
-            ("sip:pbx.example.com;transport=tcp", hp("pbx.example.com", 5060)),
+            (
+                "sip:pbx.example.com;transport=TLS",
+                hp("pbx.example.com", 5061),
+            ),
+            (
+                "sip:pbx.example.com:5080;transport=tls",
+                hp("pbx.example.com", 5080),
+            ),
+            (
+                "sip:pbx.example.com;transport=tcp",
+                hp("pbx.example.com", 5060),
+            ),
             ("sip:a@[2001:db8::1]:5070;lr", hp("2001:db8::1", 5070)),
             ("sip:[::1]", hp("::1", 5060)),
-            ("<sip:192.0.2.10:5060;transport=tcp>", hp("192.0.2.10", 5060)),
+            (
+                "<sip:192.0.2.10:5060;transport=tcp>",
+                hp("192.0.2.10", 5060),
+            ),
             ("sip:Host.Example.COM", hp("host.example.com", 5060)),
             ("sip:a@h:99999", None),
             ("sip:a@h:", None),
@@ -1913,7 +2122,10 @@ pub(crate) mod tests {
         for (uri, expected) in host_port {
             assert_eq!(uri_host_port(uri), expected, "{uri}");
         }
-        assert_eq!(uri_param("sip:a;b=c@h;transport=TCP;lr", "transport").as_deref(), Some("TCP"));
+        assert_eq!(
+            uri_param("sip:a;b=c@h;transport=TCP;lr", "transport").as_deref(),
+            Some("TCP")
+        );
         assert_eq!(uri_param("sip:a;b=c@h;transport=TCP;lr", "b"), None);
         assert_eq!(uri_param("sip:h;LR", "lr").as_deref(), Some(""));
         assert_eq!(uri_param("sip:h?x=1;lr", "lr"), None);
@@ -1984,14 +2196,20 @@ pub(crate) mod tests {
         assert!(frame(b"\xff\xfe\xfd").is_err());
         assert!(frame(b"NOTIFY sip:h SIP/2.0\r\nbad line\r\n\r\n").is_err());
         assert_eq!(frame(b"NOTIFY sip:h SIP/2.0\r\nVia: x"), Ok(None));
-        assert_eq!(frame("NOTIFY sip:é".as_bytes().split_last().unwrap().1), Ok(None));
+        assert_eq!(
+            frame("NOTIFY sip:é".as_bytes().split_last().unwrap().1),
+            Ok(None)
+        );
         assert!(frame("X".repeat(MAX_HEADER_LEN + 1).as_bytes()).is_err());
         // Too large, announced or actual.
         assert!(matches!(
             frame(b"NOTIFY sip:h SIP/2.0\r\nContent-Length: 262145\r\n\r\n"),
             Err(SipParseError::TooLarge { .. })
         ));
-        let endless = format!("NOTIFY sip:h SIP/2.0\r\n{}", "X-A: b\r\n".repeat(MAX_MESSAGE / 8));
+        let endless = format!(
+            "NOTIFY sip:h SIP/2.0\r\n{}",
+            "X-A: b\r\n".repeat(MAX_MESSAGE / 8)
+        );
         assert!(matches!(
             frame(endless.as_bytes()),
             Err(SipParseError::TooLarge { .. })
