@@ -163,7 +163,8 @@ struct Head {
 
 fn parse_start_line(line: &str) -> Result<StartLine, SipParseError> {
     let bad = || SipParseError::BadStartLine(shown(line));
-    if line.len() > 3 && line[..4].eq_ignore_ascii_case("SIP/") {
+    // Bytes, not `str` slicing: the fifth byte may be inside a multi-byte character.
+    if line.len() > 3 && line.as_bytes()[..4].eq_ignore_ascii_case(b"SIP/") {
         // `SIP/2.0 SP code SP reason`; the reason may hold spaces or be empty.
         let mut parts = line.splitn(3, ' ');
         let version = parts.next().unwrap_or_default();
@@ -199,6 +200,11 @@ fn parse_start_line(line: &str) -> Result<StartLine, SipParseError> {
     })
 }
 
+/// A control character other than HTAB (tabs are allowed in header values: folding, SWS).
+fn is_ctl(b: u8) -> bool {
+    (b < 0x20 && b != b'\t') || b == 0x7f
+}
+
 /// Parses the header section (without the terminating empty line). `head` starts at the
 /// start line.
 fn parse_head(head: &[u8]) -> Result<Head, SipParseError> {
@@ -208,7 +214,7 @@ fn parse_head(head: &[u8]) -> Result<Head, SipParseError> {
     // Tabs are allowed in header values (folding, SWS); every other control character,
     // including a lone CR, is refused so nothing downstream (logs, our own re-sent
     // headers) ever carries one.
-    let has_ctl = |s: &str| s.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f);
+    let has_ctl = |s: &str| s.bytes().any(is_ctl);
     if has_ctl(first) {
         return Err(SipParseError::BadStartLine(shown(first)));
     }
@@ -1121,7 +1127,7 @@ pub fn frame(buf: &[u8]) -> Result<Option<Frame>, SipParseError> {
                 let line = &buf[..end];
                 let line = line.strip_suffix(b"\r").unwrap_or(line);
                 let line = std::str::from_utf8(line).map_err(|_| SipParseError::NotUtf8)?;
-                if line.bytes().any(|b| b < 0x20 || b == 0x7f) {
+                if line.bytes().any(is_ctl) {
                     return Err(SipParseError::BadStartLine(shown(line)));
                 }
                 parse_start_line(line)?;
@@ -1134,9 +1140,7 @@ pub fn frame(buf: &[u8]) -> Result<Option<Frame>, SipParseError> {
                         return Err(SipParseError::NotUtf8);
                     }
                 }
-                if buf.len() > MAX_HEADER_LEN
-                    || buf.iter().any(|&b| (b < 0x20 && b != b'\r') || b == 0x7f)
-                {
+                if buf.len() > MAX_HEADER_LEN || buf.iter().any(|&b| b != b'\r' && is_ctl(b)) {
                     return Err(bad());
                 }
             }
@@ -1559,6 +1563,9 @@ pub(crate) mod tests {
             }),
             (b"NOTIFY sip:\xff SIP/2.0\r\n\r\n", |e| *e == E::NotUtf8),
             (b"\x00\x01\x02\x03\n\n", |e| matches!(e, E::BadStartLine(_))),
+            ("SIP\u{e9}/2.0 200 OK\r\n\r\n".as_bytes(), |e| {
+                matches!(e, E::BadStartLine(_))
+            }),
             (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\n\r\n", |e| {
                 *e == E::NotUtf8
             }),
