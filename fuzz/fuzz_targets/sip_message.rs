@@ -27,11 +27,20 @@ fuzz_target!(|data: &[u8]| {
     };
     let _ = (m.subscription_state(), m.event(), m.from_hdr(), m.to_hdr());
     let _ = (m.contact(), m.content_type(), m.cseq(), m.call_id());
-    let _ = (m.expires(), m.min_expires(), m.retry_after(), m.via_branch());
+    let _ = (
+        m.expires(),
+        m.min_expires(),
+        m.retry_after(),
+        m.via_branch(),
+    );
     let _ = (m.header_list("Via"), m.header_list("Record-Route"));
     let _ = (m.method(), m.code(), m.is_request());
     if let Some(uri) = m.request_uri() {
-        let _ = (uri_aor(uri), uri_host_port(uri), uri_param(uri, "transport"));
+        let _ = (
+            uri_aor(uri),
+            uri_host_port(uri),
+            uri_param(uri, "transport"),
+        );
     }
     for (_, value) in &m.headers {
         if let Ok(na) = NameAddr::parse(value) {
@@ -55,9 +64,14 @@ fuzz_target!(|data: &[u8]| {
         for (name, value) in &req.headers {
             let c = parse_credentials(value).expect("own credentials parse");
             let proxy = name == "Proxy-Authorization";
-            assert!(offered.iter().any(|o| o.realm == c.realm && o.proxy == proxy));
+            assert!(offered
+                .iter()
+                .any(|o| o.realm == c.realm && o.proxy == proxy));
             // auth-int covers the (empty) body, so verify's empty body fits too.
-            assert!(verify(value, "SUBSCRIBE", "secret", &c.realm, &c.nonce), "{value}");
+            assert!(
+                verify(value, "SUBSCRIBE", "secret", &c.realm, &c.nonce),
+                "{value}"
+            );
         }
     }
 
