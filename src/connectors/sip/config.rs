@@ -253,14 +253,12 @@ impl SipConfig {
             }
         }
         let exp = self.expires.as_secs();
-        if !(60..=86400).contains(&exp) {
-            p.push(format!("{key}.expires must be between 60s and 24h"));
+        if !(10..=86400).contains(&exp) {
+            p.push(format!("{key}.expires must be between 10s and 24h"));
         }
         let pexp = self.publish_expires.as_secs();
-        if !(60..=86400).contains(&pexp) {
-            p.push(format!(
-                "{key}.publish_expires must be between 60s and 24h"
-            ));
+        if !(10..=86400).contains(&pexp) {
+            p.push(format!("{key}.publish_expires must be between 10s and 24h"));
         }
         if !(self.subscribe_rate > 0.0 && self.subscribe_rate.is_finite()) {
             p.push(format!(
@@ -273,7 +271,9 @@ impl SipConfig {
             ));
         }
         if self.t1 < Duration::from_millis(10) || self.t1 > Duration::from_secs(10) {
-            p.push(format!("{key}.t1 must be between 10ms and 10s (RFC 3261: 500ms)"));
+            p.push(format!(
+                "{key}.t1 must be between 10ms and 10s (RFC 3261: 500ms)"
+            ));
         }
         if self.transport == Transport::Tls && self.tls_ca_file.is_none() {
             p.push(format!(

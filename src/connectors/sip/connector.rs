@@ -153,13 +153,8 @@ impl SipCore {
 
     /// Counts a subscription leaving `old` (None: not counted) and entering `new`.
     pub fn set_sub_state(&self, spec: &Spec, state: Option<&'static str>) {
-        self.presentities.set_sub_state(
-            &self.metrics,
-            &self.name,
-            &spec.aor,
-            spec.package,
-            state,
-        );
+        self.presentities
+            .set_sub_state(&self.metrics, &self.name, &spec.aor, spec.package, state);
     }
 
     /// Applies a NOTIFY (or the end of a subscription) to the user's state and hands the

@@ -77,7 +77,8 @@ impl Compositor {
             Some(p) if p == "message-summary" => Package::MessageSummary,
             _ => {
                 return (
-                    reply(489, "Bad Event").with("Allow-Events", "presence, dialog, message-summary"),
+                    reply(489, "Bad Event")
+                        .with("Allow-Events", "presence, dialog, message-summary"),
                     vec![],
                 )
             }
@@ -143,10 +144,7 @@ impl Compositor {
                         t.by_aor.remove(&aor);
                     }
                     t.count -= 1;
-                    return (
-                        reply(200, "OK").with("Expires", "0"),
-                        vec![aor],
-                    );
+                    return (reply(200, "OK").with("Expires", "0"), vec![aor]);
                 }
                 let p = &mut list[i];
                 p.etag = etag.clone();

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use super::body::rlmi::InstanceState;
 use super::body::{parse_body, Body, BodyError, DialogTracker, MessageSummary, TrackOutcome};
 use super::config::{Package, SipConfig};
 use super::message::{SipMessage, SubState};
@@ -83,7 +84,26 @@ impl Presentities {
                 if user.is_empty() {
                     continue;
                 }
-                let Some(inst) = r.best_instance() else {
+                // A resource whose back-end subscription ended for good is unknown now
+                // (§11.1); pending ones and ones without state wait for state.
+                let live = r.best_instance().filter(|i| i.body().is_some());
+                let gone = r
+                    .instances
+                    .iter()
+                    .find_map(|i| match (&i.state, &i.reason) {
+                        (InstanceState::Terminated, Some(reason))
+                            if terminated_changes_state(reason) =>
+                        {
+                            Some(reason.clone())
+                        }
+                        _ => None,
+                    });
+                let Some(inst) = live else {
+                    if let Some(reason) = gone {
+                        let e = users.entry(user.clone()).or_default();
+                        e.presence = Some(PresenceDoc::Terminated { reason });
+                        out.push((user, self.state_of(e)));
+                    }
                     continue;
                 };
                 let e = users.entry(user.clone()).or_default();
@@ -133,8 +153,7 @@ impl Presentities {
     /// The subscription ended for a reason that stops retries.
     pub fn on_gone(&self, spec: &Spec, why: &str) -> Vec<(String, PresenceState)> {
         let reason = why.rsplit("reason=").next().unwrap_or("").to_string();
-        if spec.list || !terminated_changes_state(&reason) && spec.package == Package::Presence
-        {
+        if spec.list || !terminated_changes_state(&reason) && spec.package == Package::Presence {
             return Vec::new();
         }
         let mut users = self.users.lock().expect("presentities lock");

@@ -277,8 +277,7 @@ impl CommandTarget for SipCommands {
                     now_millis(),
                 );
                 let current = guard.as_ref().map(|p| p.etag.clone());
-                match publish_or_republish(&core, &user, &body, current.as_deref(), expires).await
-                {
+                match publish_or_republish(&core, &user, &body, current.as_deref(), expires).await {
                     Ok((etag, granted)) => {
                         if let Some(old) = guard.take().and_then(|p| p.refresher) {
                             old.abort();

@@ -117,8 +117,7 @@ pub trait SipStack: Send + Sync + 'static {
     /// (provisionals are skipped). The stack writes the top Via (transport, our address,
     /// a fresh branch, `rport`); everything else is the caller's. A timeout (Timer F) comes
     /// back as a 408 response, a broken stream as a 503, like RFC 3261 §8.1.3.1 says.
-    async fn request(&self, request: SipMessage, target: Target)
-        -> Result<SipMessage, StackError>;
+    async fn request(&self, request: SipMessage, target: Target) -> Result<SipMessage, StackError>;
 
     /// Our address for `transport` (for Contact headers), if that transport is open.
     fn local_addr(&self, transport: Transport) -> Option<SocketAddr>;

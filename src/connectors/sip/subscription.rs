@@ -202,9 +202,16 @@ pub enum End {
     Shutdown,
     /// Start a new subscription after `after`; `failure` counts towards the per-URI limit
     /// and the backoff.
-    Again { after: Duration, failure: bool, why: String },
+    Again {
+        after: Duration,
+        failure: bool,
+        why: String,
+    },
     /// Do not retry (489, rejected, noresource, invariant, credentials refused).
-    GiveUp { why: String, unknown: bool },
+    GiveUp {
+        why: String,
+        unknown: bool,
+    },
 }
 
 /// What the subscription task reports per NOTIFY to the connector core.
@@ -228,7 +235,10 @@ pub struct Subscription {
 pub fn refresh_after(granted: Duration, timer_f: Duration) -> Duration {
     let eighty = granted.mul_f64(0.8);
     let before_f = granted.saturating_sub(timer_f);
-    eighty.min(before_f).max(Duration::from_secs(2)).min(granted)
+    eighty
+        .min(before_f)
+        .max(Duration::from_secs(2))
+        .min(granted)
 }
 
 /// `retry_delay × 2^(failures−1)`, capped.
@@ -239,7 +249,11 @@ pub fn backoff(first: Duration, cap: Duration, failures: u32) -> Duration {
 
 /// The §2.5 policy for `Subscription-State: terminated;reason=…`.
 pub fn on_terminated(reason: Option<&str>, retry_after: Option<u32>, backoff: Duration) -> End {
-    let wait = |d: Duration| retry_after.map(|s| Duration::from_secs(s.into())).unwrap_or(d);
+    let wait = |d: Duration| {
+        retry_after
+            .map(|s| Duration::from_secs(s.into()))
+            .unwrap_or(d)
+    };
     let why = format!("terminated;reason={}", reason.unwrap_or("none"));
     match reason.map(str::to_ascii_lowercase).as_deref() {
         Some("deactivated") | Some("timeout") => End::Again {
@@ -247,10 +261,9 @@ pub fn on_terminated(reason: Option<&str>, retry_after: Option<u32>, backoff: Du
             failure: false,
             why,
         },
-        Some("rejected") | Some("noresource") | Some("invariant") => End::GiveUp {
-            why,
-            unknown: true,
-        },
+        Some("rejected") | Some("noresource") | Some("invariant") => {
+            End::GiveUp { why, unknown: true }
+        }
         Some("probation") | Some("giveup") => End::Again {
             after: wait(backoff),
             failure: true,
