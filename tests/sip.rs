@@ -538,3 +538,43 @@ async fn set_presence_command_publishes_to_kamailio_and_a_watcher_sees_it() {
         "DO_NOT_DISTURB"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_transport_against_kamailio() {
+    let kam = Kamailio::start(KamailioOpts::default());
+    let rig = rig(
+        &kam.target(),
+        r#"contacts = ["bob"]
+transport = "tcp""#,
+        false,
+    )
+    .await;
+    rig.wait_state("bob@127.0.0.1", "OFFLINE", None).await;
+    blocking(|| {
+        sipp_run(
+            "publish-pidf.xml",
+            &[
+                "-s",
+                "bob",
+                "-key",
+                "basic",
+                "open",
+                "-key",
+                "activity",
+                "on-the-phone",
+                "-key",
+                "note",
+                "On a call",
+                "-key",
+                "expires",
+                "600",
+            ],
+            &kam.target(),
+        )
+    })
+    .assert_success();
+    rig.wait_state("bob@127.0.0.1", "BUSY", Some("IN_A_CALL"))
+        .await;
+    let events = rig.finish().await;
+    assert_eq!(for_user(&events, "bob@127.0.0.1").len(), 2);
+}
