@@ -298,4 +298,358 @@ mod tests {
             assert_eq!(e.to_string(), want);
         }
     }
+
+    const TYPES: [&str; 6] = [
+        "application/pidf+xml",
+        "application/xpidf+xml",
+        "application/dialog-info+xml",
+        "application/simple-message-summary",
+        "multipart/related;type=\"application/rlmi+xml\";boundary=\"b\"",
+        "application/rlmi+xml",
+    ];
+
+    /// Every parser on `body`, and the normalizer on whatever parses; none may panic.
+    fn all_types(body: &[u8]) -> Vec<Result<Body, BodyError>> {
+        use crate::connectors::sip::normalize::{normalize, PresenceDoc, SipNormalizeOptions};
+        TYPES
+            .iter()
+            .map(|ct| {
+                let got = parse_body(ct, body);
+                if let Ok(b) = &got {
+                    let opts = SipNormalizeOptions::default();
+                    match b {
+                        Body::Pidf(_) | Body::Xpidf(_) => {
+                            let doc = PresenceDoc::from_body(b.clone()).unwrap();
+                            normalize(Some(&doc), None, None, &opts);
+                        }
+                        Body::Dialog(d) => {
+                            let mut t = DialogTracker::new();
+                            t.apply(d);
+                            normalize(None, Some(t.telephony()), None, &opts);
+                        }
+                        Body::Mwi(m) => {
+                            normalize(None, None, Some(m), &opts);
+                        }
+                        Body::List(_) => {}
+                    }
+                }
+                got
+            })
+            .collect()
+    }
+
+    /// Well-formed samples of every kind (the observed bodies of the reference).
+    fn samples() -> Vec<(String, String)> {
+        vec![
+            ("application/pidf+xml".into(), pidf::tests::BARESIP.into()),
+            ("application/pidf+xml".into(), pidf::tests::LEGACY.into()),
+            ("application/pidf+xml".into(), pidf::tests::PUBLISHED.into()),
+            (
+                "application/xpidf+xml".into(),
+                xpidf::tests::REFERENCE.into(),
+            ),
+            (
+                "application/dialog-info+xml".into(),
+                dialog::tests::KAMAILIO.into(),
+            ),
+            (
+                "application/dialog-info+xml".into(),
+                dialog::tests::SIPP[1].into(),
+            ),
+            (
+                "application/rlmi+xml".into(),
+                rlmi::tests::KAMAILIO_RLMI.into(),
+            ),
+            (rlmi::tests::SIPP_CT.into(), rlmi::tests::sipp_first()),
+            (
+                "application/simple-message-summary".into(),
+                "Messages-Waiting: yes\r\nVoice-Message: 2/8 (1/2)\r\n".into(),
+            ),
+        ]
+    }
+
+    #[test]
+    fn every_truncation_of_the_samples() {
+        for (ct, body) in samples() {
+            assert!(parse_body(&ct, body.as_bytes()).is_ok(), "{ct}");
+            for cut in 0..body.len() {
+                let _ = parse_body(&ct, &body.as_bytes()[..cut]);
+                let _ = all_types(&body.as_bytes()[..cut]);
+            }
+            // And a byte flipped to non-UTF-8 at every position.
+            for i in 0..body.len() {
+                let mut b = body.clone().into_bytes();
+                b[i] = 0xff;
+                let _ = parse_body(&ct, &b);
+            }
+        }
+    }
+
+    #[test]
+    fn hostile_inputs_never_panic() {
+        let pidf_open = r#"<presence xmlns="urn:ietf:params:xml:ns:pidf" xmlns:dm="urn:ietf:params:xml:ns:pidf:data-model" xmlns:r="urn:ietf:params:xml:ns:pidf:rpid" entity="sip:a@x">"#;
+        let deep_root = "<presence>".repeat(90_000);
+        let deep_pidf = format!("{pidf_open}{}", "<tuple>".repeat(10_000));
+        let deep_closed = format!(
+            "{pidf_open}{}{}</presence>",
+            "<x>".repeat(MAX_DEPTH + 1),
+            "</x>".repeat(MAX_DEPTH + 1)
+        );
+        let laughs = r#"<?xml version="1.0"?>
+<!DOCTYPE presence [
+ <!ENTITY lol "lol">
+ <!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
+ <!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">
+ <!ENTITY lol9 "&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;">
+]>
+<presence xmlns="urn:ietf:params:xml:ns:pidf" entity="&lol9;"><note>&lol9;</note></presence>"#;
+        let laughs_text = laughs.replace("entity=\"&lol9;\"", "entity=\"a\"");
+        let external = r#"<?xml version="1.0"?><!DOCTYPE presence SYSTEM "file:///etc/passwd"><presence xmlns="urn:ietf:params:xml:ns:pidf" entity="a"><note>&xxe;</note></presence>"#;
+        let huge_attr = format!(
+            "{}\"/>",
+            pidf_open.replace(
+                "entity=\"sip:a@x\">",
+                &format!("entity=\"{}", "a".repeat(900_000))
+            )
+        );
+        let huge_text = format!("{pidf_open}<note>{}</note></presence>", "n".repeat(900_000));
+        let tuples_10k = format!(
+            "{pidf_open}{}</presence>",
+            "<tuple id=\"t\"><status><basic>open</basic></status></tuple>".repeat(10_000)
+        );
+        let persons = format!(
+            "{pidf_open}{}</presence>",
+            "<dm:person id=\"p\"><r:activities><r:busy/></r:activities></dm:person>"
+                .repeat(MAX_ITEMS + 1)
+        );
+        let dialogs_10k = format!(
+            "<dialog-info xmlns=\"urn:ietf:params:xml:ns:dialog-info\" version=\"1\" state=\"full\">{}</dialog-info>",
+            "<dialog id=\"d\"><state>confirmed</state></dialog>".repeat(10_000)
+        );
+        let resources_10k = format!(
+            "<list xmlns=\"urn:ietf:params:xml:ns:rlmi\" version=\"1\" fullState=\"true\">{}</list>",
+            "<resource uri=\"u\"/>".repeat(10_000)
+        );
+        let many_attrs: String = (0..50_000).map(|i| format!(" a{i}=\"\"")).collect();
+        let many_attrs =
+            format!("<presence xmlns=\"urn:ietf:params:xml:ns:pidf\"{many_attrs} entity=\"z\"/>");
+        let many_ns: String = (0..20_000)
+            .map(|i| format!(" xmlns:p{i}=\"urn:x:{i}\""))
+            .collect();
+        let many_ns =
+            format!("<presence xmlns=\"urn:ietf:params:xml:ns:pidf\"{many_ns} entity=\"z\"/>");
+        let many_refs = format!(
+            "{pidf_open}<note>{}</note></presence>",
+            "&amp;".repeat(150_000)
+        );
+        let many_unknown = format!(
+            "{pidf_open}{}</presence>",
+            "<x:y xmlns:x=\"urn:x\" a=\"1\">t</x:y>".repeat(20_000)
+        );
+        let many_delims = "--b\r\n".repeat(200_000);
+        let huge_header = format!(
+            "--b\r\nContent-Type: {}\r\n\r\nx\r\n--b--",
+            "x".repeat(900_000)
+        );
+        let mwi_lines = format!("Messages-Waiting: yes\r\n{}", "X: y\r\n".repeat(150_000));
+        let nasty: Vec<Vec<u8>> = vec![
+            b"".to_vec(),
+            b"<".to_vec(),
+            b"<<<<>>>>".to_vec(),
+            b"\0\0\0\0".to_vec(),
+            b"\xEF\xBB\xBF".to_vec(),
+            b"\xFE\xFF\0<\0p".to_vec(),
+            b"<presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"\xff\"/>".to_vec(),
+            b"<presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"a\"><note>\xff\xfe</note></presence>".to_vec(),
+            b"<presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"a\"><\xff/></presence>".to_vec(),
+            b"<presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"a\"><note>&#0;</note></presence>".to_vec(),
+            b"<presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"a\"><note>&#xD800;</note></presence>".to_vec(),
+            b"<presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"a\"><note>&#xFFFFFFFFFF;</note></presence>".to_vec(),
+            b"<presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"a\"><note>&;</note></presence>".to_vec(),
+            b"<presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"a\"><note>a & b</note></presence>".to_vec(),
+            b"<presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"a\"><note><![CDATA[x".to_vec(),
+            b"<presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"a\"><!-- x".to_vec(),
+            b"<presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=a/>".to_vec(),
+            b"<presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"a\" entity=\"b\"/>".to_vec(),
+            b"<presence xmlns=\"urn:ietf:params:xml:ns:pidf\" xmlns:xml=\"urn:bad\" entity=\"a\"/>".to_vec(),
+            b"<presence xmlns=\"urn:ietf:params:xml:ns:pidf\" xmlns:xmlns=\"urn:bad\"/>".to_vec(),
+            b"<x:presence entity=\"a\"/>".to_vec(),
+            b"<presence xmlns=\"urn:ietf:params:xml:ns:pidf\"></tuple></presence>".to_vec(),
+            b"</presence>".to_vec(),
+            b"<:/>".to_vec(),
+            b"<a:/>".to_vec(),
+            b"<dialog-info xmlns=\"urn:ietf:params:xml:ns:dialog-info\" version=\"1\" state=\"full\"><dialog><state code=\"99999999\">x".to_vec(),
+            b"Messages-Waiting: yes\r\nVoice-Message: 99999999999/1\r\n".to_vec(),
+            b"--b\r\n\r\n\r\n--b--".to_vec(),
+            b"--b--".to_vec(),
+            b"--b\r\nContent-Type: multipart/related;boundary=b\r\n\r\n--b".to_vec(),
+            deep_root.into_bytes(),
+            deep_pidf.into_bytes(),
+            deep_closed.into_bytes(),
+            laughs.as_bytes().to_vec(),
+            laughs_text.into_bytes(),
+            external.as_bytes().to_vec(),
+            huge_attr.into_bytes(),
+            huge_text.into_bytes(),
+            tuples_10k.into_bytes(),
+            persons.into_bytes(),
+            dialogs_10k.into_bytes(),
+            resources_10k.into_bytes(),
+            many_attrs.into_bytes(),
+            many_ns.into_bytes(),
+            many_refs.into_bytes(),
+            many_unknown.into_bytes(),
+            many_delims.into_bytes(),
+            huge_header.into_bytes(),
+            mwi_lines.into_bytes(),
+        ];
+        for body in &nasty {
+            assert!(body.len() <= MAX_BODY, "{}", body.len());
+            all_types(body);
+        }
+        let pidf = |i: usize| parse_body(TYPES[0], &nasty[i]);
+        let named = |name: &str| {
+            nasty.len() - 19
+                + [
+                    "deep_root",
+                    "deep_pidf",
+                    "deep_closed",
+                    "laughs",
+                    "laughs_text",
+                    "external",
+                    "huge_attr",
+                    "huge_text",
+                    "tuples_10k",
+                    "persons",
+                    "dialogs_10k",
+                    "resources_10k",
+                    "many_attrs",
+                    "many_ns",
+                    "many_refs",
+                    "many_unknown",
+                    "many_delims",
+                    "huge_header",
+                    "mwi_lines",
+                ]
+                .iter()
+                .position(|n| *n == name)
+                .unwrap()
+        };
+        assert!(matches!(
+            pidf(named("deep_root")),
+            Err(BodyError::UnexpectedRoot { .. })
+        ));
+        assert!(matches!(
+            parse_body(TYPES[1], &nasty[named("deep_root")]),
+            Err(BodyError::TooDeep { .. })
+        ));
+        assert!(matches!(
+            pidf(named("deep_pidf")),
+            Err(BodyError::TooDeep { .. })
+        ));
+        assert!(matches!(
+            pidf(named("deep_closed")),
+            Err(BodyError::TooDeep { .. })
+        ));
+        assert_eq!(
+            pidf(named("laughs")),
+            Err(BodyError::UnknownEntity("lol9".into()))
+        );
+        assert_eq!(
+            pidf(named("laughs_text")),
+            Err(BodyError::UnknownEntity("lol9".into()))
+        );
+        assert_eq!(
+            pidf(named("external")),
+            Err(BodyError::UnknownEntity("xxe".into()))
+        );
+        let Ok(Body::Pidf(p)) = pidf(named("huge_attr")) else {
+            panic!()
+        };
+        assert_eq!(p.entity.len(), MAX_TEXT);
+        let Ok(Body::Pidf(p)) = pidf(named("huge_text")) else {
+            panic!()
+        };
+        assert_eq!(p.notes[0].len(), MAX_TEXT);
+        assert!(matches!(
+            pidf(named("tuples_10k")),
+            Err(BodyError::TooMany { .. })
+        ));
+        assert!(matches!(
+            pidf(named("persons")),
+            Err(BodyError::TooMany { .. })
+        ));
+        assert!(matches!(
+            parse_body(TYPES[2], &nasty[named("dialogs_10k")]),
+            Err(BodyError::TooMany { .. })
+        ));
+        assert!(matches!(
+            parse_body(TYPES[5], &nasty[named("resources_10k")]),
+            Err(BodyError::TooMany { .. })
+        ));
+        let Ok(Body::Pidf(p)) = pidf(named("many_attrs")) else {
+            panic!()
+        };
+        assert_eq!(p.entity, "z");
+        let Ok(Body::Pidf(p)) = pidf(named("many_ns")) else {
+            panic!()
+        };
+        assert_eq!(p.entity, "z");
+        let Ok(Body::Pidf(p)) = pidf(named("many_refs")) else {
+            panic!()
+        };
+        assert_eq!(p.notes[0], "&".repeat(MAX_TEXT));
+        let Ok(Body::Pidf(p)) = pidf(named("many_unknown")) else {
+            panic!()
+        };
+        assert!(p.tuples.is_empty());
+        assert!(matches!(
+            parse_body(TYPES[4], &nasty[named("many_delims")]),
+            Err(BodyError::TooMany { .. })
+        ));
+        assert!(matches!(
+            parse_body(TYPES[4], &nasty[named("huge_header")]),
+            Err(BodyError::Multipart(_))
+        ));
+        let Ok(Body::Mwi(m)) = parse_body(TYPES[3], &nasty[named("mwi_lines")]) else {
+            panic!()
+        };
+        assert!(m.messages_waiting);
+        // Non-UTF-8 in a kept value, an unknown prefix, a rebound `xml` prefix.
+        assert!(matches!(pidf(6), Err(BodyError::Malformed { .. })));
+        assert!(matches!(pidf(7), Err(BodyError::Malformed { .. })));
+        assert!(matches!(pidf(18), Err(BodyError::Malformed { .. })));
+        assert!(matches!(pidf(20), Err(BodyError::UnexpectedRoot { .. })));
+        assert!(matches!(pidf(21), Err(BodyError::Malformed { .. })));
+        // A multipart part that is itself the same multipart, truncated: bounded.
+        assert!(parse_body(TYPES[4], &nasty[29]).is_err());
+    }
+
+    /// The fuzz seeds stay valid: first byte = content type (as in `fuzz/fuzz_targets/sip_body.rs`).
+    #[test]
+    fn fuzz_seeds_parse() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/sip_body");
+        let fuzz_types = [TYPES[0], TYPES[1], TYPES[2], TYPES[3], rlmi::tests::SIPP_CT];
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let data = std::fs::read(&path).unwrap();
+            let ct = fuzz_types[usize::from(data[0]) % fuzz_types.len()];
+            let got = parse_body(ct, &data[1..]);
+            assert!(got.is_ok(), "{}: {got:?}", path.display());
+            if let Ok(Body::List(l)) = got {
+                for r in &l.resources {
+                    for i in &r.instances {
+                        assert!(
+                            !matches!(i.body, rlmi::InstanceBody::Failed(_)),
+                            "{}: {i:?}",
+                            path.display()
+                        );
+                    }
+                }
+            }
+            n += 1;
+        }
+        assert!(n >= 10, "{n} seeds");
+    }
 }
