@@ -721,6 +721,24 @@ mod tests {
 
     const NS: &str = r#"xmlns="urn:ietf:params:xml:ns:pidf" xmlns:dm="urn:ietf:params:xml:ns:pidf:data-model" xmlns:rpid="urn:ietf:params:xml:ns:pidf:rpid" xmlns:es="urn:ietf:params:xml:ns:pidf:status:rpid-status""#;
 
+    /// (name, presence, telephony, options, availability, activity)
+    type OverlayRow<'a> = (
+        &'a str,
+        Option<&'a PresenceDoc>,
+        Telephony,
+        SipNormalizeOptions,
+        Availability,
+        Option<Activity>,
+    );
+    /// (availability, activity, note) published → (availability, activity) read back
+    type RoundTripRow = (
+        Availability,
+        Option<Activity>,
+        Option<&'static str>,
+        Availability,
+        Option<Activity>,
+    );
+
     fn opts() -> SipNormalizeOptions {
         SipNormalizeOptions::default()
     }
@@ -1137,7 +1155,7 @@ mod tests {
             ..opts()
         };
         #[rustfmt::skip]
-        let rows: Vec<(&str, Option<&PresenceDoc>, Telephony, SipNormalizeOptions, Availability, Option<Activity>)> = vec![
+        let rows: Vec<OverlayRow> = vec![
             ("in call",             Some(&avail),   Telephony::InCall,  opts(),     Busy,      Some(InACall)),
             ("in call > meeting",   Some(&meeting), Telephony::InCall,  opts(),     Busy,      Some(InACall)),
             ("in call, closed",     Some(&closed),  Telephony::InCall,  opts(),     Busy,      Some(InACall)),
@@ -1358,7 +1376,7 @@ mod tests {
     #[test]
     fn command_round_trip() {
         #[rustfmt::skip]
-        let rows: &[(Availability, Option<Activity>, Option<&str>, Availability, Option<Activity>)] = &[
+        let rows: &[RoundTripRow] = &[
             (Available,     None,               None,                Available,     None),
             (AvailableIdle, None,               None,                AvailableIdle, None),
             (Away,          None,               None,                Away,          None),
