@@ -71,7 +71,9 @@ fuzz_target!(|data: &[u8]| {
     let trimmed = text.trim();
     if trimmed.len() != text.len()
         || text.len() > MAX_TEXT
-        || text.chars().any(|c| c.is_control() && c != '\t' && c != '\n')
+        || text
+            .chars()
+            .any(|c| c.is_control() && c != '\t' && c != '\n')
         || text.contains('\u{FFFE}')
         || text.contains('\u{FFFF}')
     {
