@@ -4,6 +4,7 @@
 
 use crate::connectors::graph::config::GraphConfig;
 use crate::connectors::pws::config::PwsConfig;
+use crate::connectors::sip::config::SipConfig;
 use crate::connectors::synthetic::SyntheticConfig;
 use crate::connectors::ucwa::config::UcwaConfig;
 use serde::{Deserialize, Deserializer};
@@ -417,6 +418,9 @@ pub struct ConnectorsConfig {
     /// Microsoft Teams presence through Microsoft Graph.
     #[serde(default)]
     pub graph: BTreeMap<String, GraphConfig>,
+    /// SIP presence servers and phones (SUBSCRIBE/NOTIFY, PUBLISH).
+    #[serde(default)]
+    pub sip: BTreeMap<String, SipConfig>,
 }
 
 impl ConnectorsConfig {
@@ -426,6 +430,7 @@ impl ConnectorsConfig {
             .chain(self.pws.keys())
             .chain(self.ucwa.keys())
             .chain(self.graph.keys())
+            .chain(self.sip.keys())
             .cloned()
             .collect()
     }
@@ -555,6 +560,9 @@ impl Config {
         }
         for (name, c) in &self.connectors.graph {
             p.extend(c.validate(&format!("connectors.graph.{name}")));
+        }
+        for (name, c) in &self.connectors.sip {
+            p.extend(c.validate(&format!("connectors.sip.{name}")));
         }
         p
     }

@@ -124,8 +124,18 @@ enum SimulateCmd {
 }
 
 fn init_tracing(format: &str, default_level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    if !std::env::var("RUST_LOG")
+        .unwrap_or_default()
+        .contains("rsipstack")
+    {
+        // rsipstack logs every SIP message with its raw text at INFO: far too much for
+        // production logs, and it would copy Authorization headers into them.
+        if let Ok(d) = "rsipstack=warn".parse() {
+            filter = filter.add_directive(d);
+        }
+    }
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

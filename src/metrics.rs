@@ -37,6 +37,7 @@ pub struct Inner {
     pub connector_errors: Family<Labels, Counter>,
     pub commands: Family<Labels, Counter>,
     pub dead_letters: Family<Labels, Counter>,
+    pub sip_requests: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -64,6 +65,7 @@ impl Metrics {
         let connector_errors = Family::<Labels, Counter>::default();
         let commands = Family::<Labels, Counter>::default();
         let dead_letters = Family::<Labels, Counter>::default();
+        let sip_requests = Family::<Labels, Counter>::default();
         registry.register(
             "observations",
             "States fetched from sources, before the unchanged check",
@@ -130,6 +132,11 @@ impl Metrics {
             "Commands sent to the dead-letter topic, by reason",
             dead_letters.clone(),
         );
+        registry.register(
+            "sip_requests",
+            "Incoming SIP requests (NOTIFY, PUBLISH, OPTIONS), by connector, method and outcome",
+            sip_requests.clone(),
+        );
         Metrics {
             inner: Arc::new(Inner {
                 registry,
@@ -147,6 +154,7 @@ impl Metrics {
                 connector_errors,
                 commands,
                 dead_letters,
+                sip_requests,
             }),
         }
     }

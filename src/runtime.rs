@@ -12,6 +12,7 @@ use crate::commands::{self, CommandRouter};
 use crate::config::Config;
 use crate::connectors::graph::connector::GraphConnector;
 use crate::connectors::pws::connector::PwsConnector;
+use crate::connectors::sip::connector::SipConnector;
 use crate::connectors::synthetic::SyntheticConnector;
 use crate::connectors::ucwa::connector::UcwaConnector;
 use crate::connectors::{CommandTarget, Connector, ConnectorContext, ObservationSender};
@@ -65,6 +66,9 @@ pub fn build_connectors(
     }
     for (name, c) in &config.connectors.graph {
         out.push(Arc::new(GraphConnector::new(name, c.clone())?));
+    }
+    for (name, c) in &config.connectors.sip {
+        out.push(Arc::new(SipConnector::new(name, c.clone())?));
     }
     Ok(out)
 }
