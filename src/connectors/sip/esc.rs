@@ -53,9 +53,12 @@ fn accepts(event: Package) -> &'static [&'static str] {
 }
 
 fn new_etag() -> String {
-    // 128 random bits: a tag must not be guessable, or anyone could replace a phone's
-    // publication.
-    format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+    // 128 bits from the OS generator: a tag must not be guessable, or anyone could replace
+    // or remove a phone's publication.
+    use rand_core::RngCore;
+    let mut b = [0u8; 16];
+    rand_core::OsRng.fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 impl Compositor {
