@@ -13,7 +13,11 @@
 //! Readiness is polled (20 ms steps, 20 s deadline), never a fixed sleep.
 //!
 //! Python verifiers live in `tests/py/`; [`run_python`] runs one and returns its stdout.
+//!
+//! Real SIP peers (Kamailio, SIPp, baresip) for the SIP connector tests are in [`sip`].
 #![allow(dead_code)]
+
+pub mod sip;
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
