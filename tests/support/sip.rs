@@ -19,6 +19,7 @@
 //! Binaries: `KAMAILIO_BIN`, `SIPP_BIN`, `BARESIP_BIN`, `SQLITE3_BIN` override; otherwise `PATH`,
 //! then `/usr/sbin` and `/usr/bin`.
 
+use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -74,7 +75,7 @@ struct SipBins {
 
 fn lookup_bin(env_var: &str, name: &str) -> Option<PathBuf> {
     if let Some(p) = std::env::var_os(env_var).filter(|p| !p.is_empty()) {
-        return Some(PathBuf::from(p));
+        return Some(PathBuf::from(p)).filter(|p| p.is_file());
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
@@ -877,18 +878,52 @@ impl SippOutcome {
             .collect()
     }
 
-    /// Status codes of the received responses whose CSeq method is `method`, in order.
-    pub fn statuses(&self, method: &str) -> Vec<u16> {
-        self.received()
+    /// The requests with `method` that SIPp sent, each with the first final response received
+    /// for it (matched by Call-ID and CSeq), in order. Retransmissions of a request or a
+    /// response (UDP under load) are collapsed, so this is stable where the raw log is not.
+    pub fn client_transactions(&self, method: &str) -> Vec<(SipMessage, Option<SipMessage>)> {
+        let msgs = self.sip_messages();
+        let key = |m: &SipMessage| {
+            (
+                m.header("Call-ID").map(str::to_owned),
+                m.header("CSeq").map(str::to_owned),
+            )
+        };
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for req in msgs
             .iter()
-            .filter(|m| m.cseq_method() == Some(method))
-            .filter_map(|m| m.status())
+            .filter(|m| m.direction == Direction::Sent && m.method() == Some(method))
+        {
+            if !seen.insert(key(req)) {
+                continue;
+            }
+            let resp = msgs
+                .iter()
+                .find(|m| {
+                    m.direction == Direction::Received
+                        && m.status().is_some_and(|s| s >= 200)
+                        && key(m) == key(req)
+                })
+                .cloned();
+            out.push((req.clone(), resp));
+        }
+        out
+    }
+
+    /// Final status codes of [`SippOutcome::client_transactions`] with `method` (requests
+    /// without a logged answer are left out), e.g. `[407, 200]` for a digest PUBLISH.
+    pub fn statuses(&self, method: &str) -> Vec<u16> {
+        self.client_transactions(method)
+            .iter()
+            .filter_map(|(_, resp)| resp.as_ref()?.status())
             .collect()
     }
 
     /// Messages that made SIPp abort the call ("Aborting call on unexpected message"), from the
-    /// error log. SIPp does **not** write these to the message log, so they are missing from
-    /// [`SippOutcome::sip_messages`] / [`SippOutcome::statuses`].
+    /// error log. SIPp does not reliably write these to the message log, so they may be missing
+    /// from [`SippOutcome::sip_messages`] / [`SippOutcome::statuses`]. (On such an abort SIPp
+    /// also sends a BYE in the dialog — `-default_behaviors` — which Kamailio answers 405.)
     pub fn unexpected(&self) -> Vec<SipMessage> {
         self.errors
             .split("Aborting call on unexpected message")
@@ -906,11 +941,19 @@ impl SippOutcome {
             .collect()
     }
 
-    /// Received requests with this method (e.g. every `NOTIFY`), in order.
+    /// Received requests with this method (e.g. every `NOTIFY`), in order, retransmissions
+    /// (same Call-ID and CSeq) collapsed.
     pub fn requests(&self, method: &str) -> Vec<SipMessage> {
+        let mut seen = HashSet::new();
         self.received()
             .into_iter()
             .filter(|m| m.method() == Some(method))
+            .filter(|m| {
+                seen.insert((
+                    m.header("Call-ID").map(str::to_owned),
+                    m.header("CSeq").map(str::to_owned),
+                ))
+            })
             .collect()
     }
 
