@@ -27,3 +27,6 @@ pub mod stack;
 pub mod subscription;
 
 pub use connector::SipCore;
+
+#[cfg(test)]
+mod tests;

@@ -130,10 +130,16 @@ async fn publish(
         let code = resp.code().unwrap_or(0);
         match code {
             200..=299 => {
-                let etag = resp
-                    .header("SIP-ETag")
-                    .map(str::to_string)
-                    .ok_or_else(|| PublishError::Other("2xx to PUBLISH without SIP-ETag".into()))?;
+                let etag = match resp.header("SIP-ETag") {
+                    Some(t) => t.to_string(),
+                    // A removal leaves no state to tag; an ESC may omit it (ours does).
+                    None if expires == 0 => String::new(),
+                    None => {
+                        return Err(PublishError::Other(
+                            "2xx to PUBLISH without SIP-ETag".into(),
+                        ))
+                    }
+                };
                 let granted = resp.expires().unwrap_or(expires);
                 return Ok((etag, granted));
             }

@@ -304,7 +304,7 @@ impl Subscription {
                 _ = self.core.throttle.acquire() => {}
                 _ = shutdown.recv() => return,
             }
-            let end = self.one_dialog(failures).await;
+            let end = self.one_dialog(&mut failures).await;
             self.core.set_sub_state(&self.spec, None);
             match end {
                 End::Shutdown => return,
@@ -364,8 +364,9 @@ impl Subscription {
         )
     }
 
-    /// One subscription from the initial SUBSCRIBE to its end.
-    async fn one_dialog(&mut self, failures: u32) -> End {
+    /// One subscription from the initial SUBSCRIBE to its end. `failures` (consecutive
+    /// failed attempts) is reset once the dialog delivers a non-terminating NOTIFY.
+    async fn one_dialog(&mut self, failures: &mut u32) -> End {
         let core = self.core.clone();
         let call_id = new_call_id(&core.local_host());
         let local_tag = new_tag();
@@ -414,16 +415,31 @@ impl Subscription {
         };
         let resp = match resp {
             Ok(r) => r,
+            // Transport and digest failures back off like any failed attempt.
+            Err(End::Again {
+                failure: true, why, ..
+            }) => {
+                return End::Again {
+                    after: self.failure_delay(*failures),
+                    failure: true,
+                    why,
+                }
+            }
             Err(end) => return end,
         };
         let code = resp.code().unwrap_or(0);
         if !(200..300).contains(&code) {
-            return self.failed_response(&resp, failures);
+            return self.failed_response(&resp, *failures);
         }
         self.confirm(&mut dialog, &resp, &shared, true);
 
         let mut got_notify = false;
-        let mut refresh_at = Instant::now() + refresh_after(core.config.expires, timer_f);
+        // From the granted Expires, not the requested one (pitfall 4).
+        let granted = resp
+            .expires()
+            .map(|e| Duration::from_secs(e.into()))
+            .unwrap_or(core.config.expires);
+        let mut refresh_at = Instant::now() + refresh_after(granted, timer_f);
         let mut refresh_failures = 0u32;
         loop {
             let overflowed = std::mem::take(&mut shared.lock().expect("dialog lock").overflowed);
@@ -447,11 +463,15 @@ impl Subscription {
                         dialog.remote_target = c.uri.clone();
                     }
                     let ss = n.msg.subscription_state();
+                    if ss.as_ref().is_none_or(|s| s.state != SubState::Terminated) {
+                        // The subscription works: failures counted so far are not consecutive.
+                        *failures = 0;
+                    }
                     core.update(&self.spec, Update::Notify { msg: &n.msg, first }).await;
                     match ss {
                         Some(s) if s.state == SubState::Terminated => {
                             core.set_sub_state(&self.spec, None);
-                            return on_terminated(s.reason.as_deref(), s.retry_after, self.failure_delay(failures));
+                            return on_terminated(s.reason.as_deref(), s.retry_after, self.failure_delay(*failures));
                         }
                         Some(s) => {
                             core.set_sub_state(&self.spec, Some(if s.state == SubState::Active { "active" } else { "pending" }));
@@ -465,7 +485,7 @@ impl Subscription {
                     }
                 }
                 _ = tokio::time::sleep_until(timer_n), if !got_notify => {
-                    return End::Again { after: self.failure_delay(failures), failure: true, why: "no NOTIFY within Timer N".into() };
+                    return End::Again { after: self.failure_delay(*failures), failure: true, why: "no NOTIFY within Timer N".into() };
                 }
                 _ = tokio::time::sleep_until(refresh_at) => {
                     match self.refresh(&mut dialog, expires, &shared).await {
@@ -516,10 +536,13 @@ impl Subscription {
     ) {
         let tag = resp.to_hdr().and_then(|t| t.tag().map(str::to_string));
         let mut s = shared.lock().expect("dialog lock");
+        // A NOTIFY that overtook the 2xx created the dialog (§2.7): its tag and its own
+        // Record-Route are taken when it is dequeued, not this (maybe other fork's) 2xx's.
+        let created_by_notify = initial && s.remote_tag.is_some();
         if s.remote_tag.is_none() {
             s.remote_tag = tag.clone();
         }
-        if dialog.remote_tag.is_none() {
+        if dialog.remote_tag.is_none() && !created_by_notify {
             dialog.remote_tag = s.remote_tag.clone();
             if initial {
                 // A dialog created by a response takes its Record-Route reversed (§1).
