@@ -161,7 +161,9 @@ fn main() {
         println!("{cfg:>16} {got:>16.0}");
     }
     latency::print_table(
-        &format!("SIP change → NOTIFY → event on NATS, {PRESENTITIES} presentities, {secs}s per rate"),
+        &format!(
+            "SIP change → NOTIFY → event on NATS, {PRESENTITIES} presentities, {secs}s per rate"
+        ),
         &rows,
     );
 }

@@ -89,6 +89,13 @@ impl Compositor {
         let Some(aor) = req.request_uri().and_then(uri_aor) else {
             return (reply(400, "Bad Request-URI"), vec![]);
         };
+        // A phone publishes its own state: From names the publisher, which must be the
+        // AOR it publishes for (RFC 3903 §6 step 2; we have no other authorization).
+        let from = req.from_hdr().and_then(|f| uri_aor(&f.uri));
+        if from.as_deref() != Some(aor.as_str()) {
+            self.core.error("publish_forbidden");
+            return (reply(403, "Publisher Is Not The Presentity"), vec![]);
+        }
         if !cfg.domains.is_empty() {
             let domain = aor.rsplit('@').next().unwrap_or("");
             if !cfg.domains.iter().any(|d| d.eq_ignore_ascii_case(domain)) {

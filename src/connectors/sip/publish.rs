@@ -267,9 +267,14 @@ impl CommandTarget for SipCommands {
             }
             _ => {
                 let availability = cmd.availability.unwrap_or(Availability::Available);
-                let expires = cmd
-                    .expiry_seconds
-                    .filter(|s| *s > 0)
+                if let Err(why) = super::normalize::check_command(availability) {
+                    return CommandOutcome::Rejected(why);
+                }
+                // With `expiry_seconds` the override ends then, as on the other sources:
+                // published for that long and not refreshed. Without it, it stays until
+                // CLEAR_PRESENCE (refreshed every `publish_expires`).
+                let lapses = cmd.expiry_seconds.filter(|s| *s > 0);
+                let expires = lapses
                     .map(|s| s.min(86_400) as u32)
                     .unwrap_or(core.config.publish_expires.as_secs() as u32);
                 let id = short_id(&user);
@@ -295,9 +300,11 @@ impl CommandTarget for SipCommands {
                             refresher: None,
                         });
                         drop(guard);
-                        let handle = spawn_refresher(core.clone(), user.clone(), slot.clone());
-                        if let Some(p) = slot.lock().await.as_mut() {
-                            p.refresher = Some(handle);
+                        if lapses.is_none() {
+                            let handle = spawn_refresher(core.clone(), user.clone(), slot.clone());
+                            if let Some(p) = slot.lock().await.as_mut() {
+                                p.refresher = Some(handle);
+                            }
                         }
                         CommandOutcome::Applied
                     }

@@ -228,6 +228,11 @@ pub struct Subscription {
     pub spec: Spec,
     core: Arc<SipCore>,
     digest: DigestClient,
+    /// The server's Min-Expires from a 423, remembered so refreshes do not ask too little
+    /// again.
+    min_expires: u32,
+    /// Retry-After of the last 503 to a refresh: the next try waits at least that long.
+    retry_after: Option<Duration>,
 }
 
 /// Refresh time for a granted duration: `min(80 %, granted − 32 s)`, at least 2 s
@@ -292,7 +297,13 @@ struct Dialog {
 impl Subscription {
     pub fn new(spec: Spec, core: Arc<SipCore>) -> Self {
         let digest = DigestClient::new(core.credentials());
-        Subscription { spec, core, digest }
+        Subscription {
+            spec,
+            core,
+            digest,
+            min_expires: 0,
+            retry_after: None,
+        }
     }
 
     /// Runs until shutdown or until the URI is given up.
@@ -502,7 +513,8 @@ impl Subscription {
                             if now >= dialog.expires_at {
                                 return End::Again { after: Duration::ZERO, failure: false, why: "expired while refresh failed".into() };
                             }
-                            let wait = backoff(Duration::from_secs(2), Duration::from_secs(60), refresh_failures);
+                            let wait = backoff(Duration::from_secs(2), Duration::from_secs(60), refresh_failures)
+                                .max(self.retry_after.take().unwrap_or_default());
                             refresh_at = (now + wait).min(dialog.expires_at);
                         }
                     }
@@ -637,6 +649,9 @@ impl Subscription {
         mut expires: u32,
     ) -> Result<SipMessage, End> {
         let mut interval_retries = 0;
+        if expires != 0 {
+            expires = expires.max(self.min_expires);
+        }
         loop {
             dialog.cseq += 1;
             let mut req = self.build_subscribe(dialog, expires);
@@ -667,7 +682,10 @@ impl Subscription {
                 423 if interval_retries < 2 => {
                     interval_retries += 1;
                     match resp.min_expires() {
-                        Some(min) if min > expires => expires = min,
+                        Some(min) if min > expires => {
+                            expires = min;
+                            self.min_expires = min;
+                        }
                         _ => return Ok(resp),
                     }
                 }
@@ -716,7 +734,11 @@ impl Subscription {
                     why: format!("refresh answered {code}"),
                 }))
             }
-            _ => Err(None),
+            _ => {
+                // 503 Retry-After is honoured (reference §2.2); the dialog stays valid.
+                self.retry_after = resp.retry_after().map(|s| Duration::from_secs(s.into()));
+                Err(None)
+            }
         }
     }
 
