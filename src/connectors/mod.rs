@@ -7,6 +7,7 @@
 
 pub mod graph;
 pub mod pws;
+pub mod sip;
 pub mod synthetic;
 pub mod ucwa;
 

@@ -1,0 +1,3 @@
+pub mod digest;
+pub mod message;
+pub mod stack;
