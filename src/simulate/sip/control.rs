@@ -86,14 +86,14 @@ fn ok(v: Value) -> Response {
     (StatusCode::OK, Json(v)).into_response()
 }
 
-/// A JSON body into `T`, with a 400 naming the problem.
-fn body<T: serde::de::DeserializeOwned>(raw: &[u8]) -> Result<T, Response> {
+/// A JSON body into `T` (an empty body is `{}`); `Err` names the problem.
+fn body<T: serde::de::DeserializeOwned>(raw: &[u8]) -> Result<T, String> {
     let raw: &[u8] = if raw.iter().all(u8::is_ascii_whitespace) {
         b"{}"
     } else {
         raw
     };
-    serde_json::from_slice(raw).map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")))
+    serde_json::from_slice(raw).map_err(|e| format!("invalid JSON: {e}"))
 }
 
 async fn stats(State(sim): Sim) -> Response {
@@ -120,10 +120,14 @@ fn open() -> Basic {
     Basic::Open
 }
 
-async fn set_presence(State(sim): Sim, Path(aor): Path<String>, raw: axum::body::Bytes) -> Response {
+async fn set_presence(
+    State(sim): Sim,
+    Path(aor): Path<String>,
+    raw: axum::body::Bytes,
+) -> Response {
     let b: PresenceBody = match body(&raw) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     let p = Presence {
         basic: b.basic,
@@ -154,7 +158,7 @@ struct CallBody {
 async fn set_call(State(sim): Sim, Path(aor): Path<String>, raw: axum::body::Bytes) -> Response {
     let b: CallBody = match body(&raw) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     let to = match CallState::parse(&b.state) {
         Ok(s) => s,
@@ -178,7 +182,7 @@ struct MwiBody {
 async fn set_mwi(State(sim): Sim, Path(aor): Path<String>, raw: axum::body::Bytes) -> Response {
     let b: MwiBody = match body(&raw) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     match sim.set_mwi(&aor, b.new, b.old) {
         Some(seq) => ok(json!({ "seq": seq })),
@@ -197,10 +201,13 @@ struct TerminateBody {
 async fn terminate(State(sim): Sim, Path(aor): Path<String>, raw: axum::body::Bytes) -> Response {
     let b: TerminateBody = match body(&raw) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     let Some(mut end) = Termination::parse(&b.reason) else {
-        return error(StatusCode::BAD_REQUEST, "reason must be a token, e.g. deactivated, probation, rejected, noresource");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "reason must be a token, e.g. deactivated, probation, rejected, noresource",
+        );
     };
     if b.retry_after.is_some() {
         end.retry_after = b.retry_after;
@@ -233,7 +240,7 @@ struct FaultsBody {
 async fn faults(State(sim): Sim, raw: axum::body::Bytes) -> Response {
     let b: FaultsBody = match body(&raw) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     if let Some(secs) = b.unavailable_secs {
         let retry = b.retry_after.unwrap_or(secs.min(u32::MAX as u64) as u32);
@@ -243,7 +250,8 @@ async fn faults(State(sim): Sim, raw: axum::body::Bytes) -> Response {
         sim.lock().faults.notify_before_ok = on;
     }
     if let Some(ms) = b.notify_delay_ms {
-        sim.notify_delay_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+        sim.notify_delay_ms
+            .store(ms, std::sync::atomic::Ordering::Relaxed);
     }
     if let Some(r) = b.change_rate {
         sim.set_change_rate(r);

@@ -418,7 +418,12 @@ impl Core {
             format!("sip:ext{}@{domain}", peers.u32(100..1000))
         })?;
         self.users[u].call = Some(call);
-        let seq = self.record(u, Package::Dialog, to.as_str().to_string(), SystemTime::now());
+        let seq = self.record(
+            u,
+            Package::Dialog,
+            to.as_str().to_string(),
+            SystemTime::now(),
+        );
         let mut kicks = Vec::new();
         self.notify_watchers(u, Package::Dialog, &mut kicks);
         Some((seq, kicks))
@@ -439,10 +444,17 @@ impl Core {
 
     /// One random change: a presence change (3 in 4) or the next step of a call.
     /// With `stamp`, the note carries the change's sequence number and time.
-    pub fn random_change(&mut self, rng: &mut fastrand::Rng, stamp: bool) -> (u64, Vec<Arc<Dialog>>) {
+    pub fn random_change(
+        &mut self,
+        rng: &mut fastrand::Rng,
+        stamp: bool,
+    ) -> (u64, Vec<Arc<Dialog>>) {
         let u = rng.usize(..self.users.len());
         if rng.u8(..4) == 0 {
-            let live = self.users[u].call.as_ref().map_or(CallState::Idle, |c| c.state);
+            let live = self.users[u]
+                .call
+                .as_ref()
+                .map_or(CallState::Idle, |c| c.state);
             let to = match live {
                 CallState::Idle if rng.bool() => CallState::Ringing,
                 CallState::Idle => CallState::Dialing,
@@ -606,9 +618,21 @@ impl Core {
         }
     }
 
-    fn in_dialog(&mut self, msg: &SipMessage, req: SubscribeReq, tag: String, now: Instant) -> Decision {
+    fn in_dialog(
+        &mut self,
+        msg: &SipMessage,
+        req: SubscribeReq,
+        tag: String,
+        now: Instant,
+    ) -> Decision {
         let key: DialogKey = (req.call_id.clone(), tag);
-        let no_dialog = || Decision::reply(SipMessage::response_to(msg, 481, "Subscription Does Not Exist"));
+        let no_dialog = || {
+            Decision::reply(SipMessage::response_to(
+                msg,
+                481,
+                "Subscription Does Not Exist",
+            ))
+        };
         let Some(sub) = self.subs.get(&key) else {
             return no_dialog();
         };
@@ -679,7 +703,12 @@ impl Core {
             let before = self.users[u].publications.len();
             self.users[u].publications.retain(|p| p.expires_at > now);
             if self.users[u].publications.len() != before {
-                self.record(u, Package::Presence, "publication expired".into(), SystemTime::now());
+                self.record(
+                    u,
+                    Package::Presence,
+                    "publication expired".into(),
+                    SystemTime::now(),
+                );
                 self.notify_watchers(u, Package::Presence, &mut kicks);
             }
         }
@@ -775,7 +804,8 @@ impl Core {
         }
         bump(&self.counters.auth_challenges);
         if auth.nonces.len() >= MAX_NONCES {
-            auth.nonces.retain(|_, t| now.duration_since(*t) <= NONCE_TTL);
+            auth.nonces
+                .retain(|_, t| now.duration_since(*t) <= NONCE_TTL);
             if auth.nonces.len() >= MAX_NONCES {
                 auth.nonces.clear();
             }
@@ -798,7 +828,12 @@ impl Core {
     // -----------------------------------------------------------------------------------
     // PUBLISH (reference §7.2)
 
-    pub fn publish(&mut self, msg: &SipMessage, req: PublishReq, now: Instant) -> (SipMessage, Vec<Arc<Dialog>>) {
+    pub fn publish(
+        &mut self,
+        msg: &SipMessage,
+        req: PublishReq,
+        now: Instant,
+    ) -> (SipMessage, Vec<Arc<Dialog>>) {
         let mut kicks = Vec::new();
         let fail = |r: SipMessage| (r, Vec::new());
         match &req.event {
@@ -837,7 +872,11 @@ impl Core {
         }
         let index = match &req.if_match {
             None => None,
-            Some(tag) => match self.users[u].publications.iter().position(|p| &p.etag == tag) {
+            Some(tag) => match self.users[u]
+                .publications
+                .iter()
+                .position(|p| &p.etag == tag)
+            {
                 Some(i) => Some(i),
                 None => return fail(reply(msg, 412, "Conditional Request Failed")),
             },
@@ -882,7 +921,11 @@ impl Core {
             }
         };
         if changed {
-            let what = if granted == 0 { "unpublished" } else { "published" };
+            let what = if granted == 0 {
+                "unpublished"
+            } else {
+                "published"
+            };
             self.record(u, Package::Presence, what.into(), wall);
             self.notify_watchers(u, Package::Presence, &mut kicks);
         }

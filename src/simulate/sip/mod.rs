@@ -8,10 +8,12 @@
 //! - SUBSCRIBE for `presence`, `dialog` and `message-summary` to a known user: **200** (never
 //!   202) with a To tag, `Expires` = min(requested, `max_expires`) and
 //!   `Contact: <sip:ADDR>`, then at once a NOTIFY (its own CSeq space starting at 2,
-//!   `Subscription-State: active;expires=<remaining, counting down>`) with the full state:
+//!   `Subscription-State: active;expires=<remaining s, rounded, counting down>`) with the
+//!   full state:
 //!   PIDF + RPID on `dm:person` (§3.6), dialog-info `state="full"` with a `version` per
-//!   subscription starting at 0 (RFC 4235), or a simple-message-summary. A user for whom
-//!   nothing is published gets an empty NOTIFY (observed on Kamailio).
+//!   subscription starting at 1 (as Kamailio 5.6 does; RFC 4235 says 0), or a
+//!   simple-message-summary. A user for whom nothing is published gets an empty NOTIFY
+//!   (observed on Kamailio).
 //! - Unknown user → 404. Unknown package → 489 with `Allow-Events`. `Expires` below
 //!   `min_expires` → 423 with `Min-Expires`. In-dialog SUBSCRIBE for a dialog we don't have
 //!   → 481; with an older CSeq → 500. Refresh → 200 and a NOTIFY with the current state.
@@ -347,7 +349,11 @@ impl Shared {
 
     // The operations below are shared by the handle and the control API.
 
-    fn set_presence(self: &Arc<Self>, aor: &str, p: Option<Presence>) -> Result<Option<u64>, StateError> {
+    fn set_presence(
+        self: &Arc<Self>,
+        aor: &str,
+        p: Option<Presence>,
+    ) -> Result<Option<u64>, StateError> {
         let p = p.map(Presence::validated).transpose()?;
         let mut core = self.lock();
         let Some(u) = core.user(aor) else {
@@ -380,7 +386,12 @@ impl Shared {
         Some(seq)
     }
 
-    fn terminate(self: &Arc<Self>, aor: &str, package: Option<Package>, end: &Termination) -> Option<usize> {
+    fn terminate(
+        self: &Arc<Self>,
+        aor: &str,
+        package: Option<Package>,
+        end: &Termination,
+    ) -> Option<usize> {
         let mut core = self.lock();
         let u = core.user(aor)?;
         let (n, kicks) = core.terminate_user(u, package, end);
@@ -508,7 +519,11 @@ pub async fn start(bind: SocketAddr, cfg: SipSimConfig) -> Result<SipSimHandle, 
     )
     .await?;
     let addr = stack
-        .local_addr(if cfg.udp { Transport::Udp } else { Transport::Tcp })
+        .local_addr(if cfg.udp {
+            Transport::Udp
+        } else {
+            Transport::Tcp
+        })
         .expect("a transport is open");
     let counters = Arc::new(Counters::default());
     let limits = Limits {
@@ -566,7 +581,11 @@ impl SipSimHandle {
 
     /// `http://ADDR/_sim`, when the control API runs.
     pub fn control_url(&self) -> Option<String> {
-        let a = *self.shared.http_addr.lock().unwrap_or_else(|e| e.into_inner());
+        let a = *self
+            .shared
+            .http_addr
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         a.map(|a| format!("http://{a}/_sim"))
     }
 
@@ -586,7 +605,12 @@ impl SipSimHandle {
 
     /// Every user's AOR, in order.
     pub fn users(&self) -> Vec<String> {
-        self.shared.lock().users.iter().map(|u| u.aor.clone()).collect()
+        self.shared
+            .lock()
+            .users
+            .iter()
+            .map(|u| u.aor.clone())
+            .collect()
     }
 
     /// The user's client publishes `p`; watchers get NOTIFYs. `Ok(Some(seq))` with the
@@ -597,7 +621,12 @@ impl SipSimHandle {
     }
 
     /// Shorthand for [`SipSimHandle::set_presence`] with `open`.
-    pub fn set_activity(&self, aor: &str, activity: Option<&str>, note: Option<&str>) -> Result<Option<u64>, StateError> {
+    pub fn set_activity(
+        &self,
+        aor: &str,
+        activity: Option<&str>,
+        note: Option<&str>,
+    ) -> Result<Option<u64>, StateError> {
         self.set_presence(aor, Presence::new(Basic::Open, activity, note))
     }
 
@@ -660,7 +689,12 @@ impl SipSimHandle {
 
     /// Ends every subscription to `aor` (of `package`, or all) with
     /// `terminated;reason=…`. Returns how many, `None` for an unknown user.
-    pub fn terminate(&self, aor: &str, package: Option<Package>, end: Termination) -> Option<usize> {
+    pub fn terminate(
+        &self,
+        aor: &str,
+        package: Option<Package>,
+        end: Termination,
+    ) -> Option<usize> {
         self.shared.terminate(aor, package, &end)
     }
 
@@ -706,7 +740,10 @@ impl SipSimHandle {
         t.cancel.cancel();
         for w in t.workers {
             let abort = w.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(5), w).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(5), w)
+                .await
+                .is_err()
+            {
                 abort.abort();
             }
         }
@@ -731,7 +768,11 @@ pub fn demo_sip_snippet(addr: SocketAddr, users: u32, domain: &str) -> String {
 
 /// Receives requests; each is handled in its own task (a slow handler — NOTIFY-before-200,
 /// a DNS lookup — never holds up the others).
-async fn serve(shared: Arc<Shared>, mut incoming: mpsc::Receiver<Incoming>, cancel: CancellationToken) {
+async fn serve(
+    shared: Arc<Shared>,
+    mut incoming: mpsc::Receiver<Incoming>,
+    cancel: CancellationToken,
+) {
     loop {
         let inc = tokio::select! {
             i = incoming.recv() => match i { Some(i) => i, None => return },
@@ -774,7 +815,12 @@ async fn respond(inc: Incoming, resp: SipMessage) {
 fn arrival_transport(msg: &SipMessage) -> Transport {
     let via = msg.header_list("Via").first().copied().unwrap_or_default();
     let proto = via.split_whitespace().next().unwrap_or_default();
-    match proto.rsplit('/').next().map(str::to_ascii_uppercase).as_deref() {
+    match proto
+        .rsplit('/')
+        .next()
+        .map(str::to_ascii_uppercase)
+        .as_deref()
+    {
         Some("TCP") => Transport::Tcp,
         Some("TLS") => Transport::Tls,
         _ => Transport::Udp,
@@ -793,7 +839,10 @@ async fn resolve(uri: &str) -> Option<Target> {
     };
     let addr = match host.parse::<IpAddr>() {
         Ok(ip) => SocketAddr::new(ip, port),
-        Err(_) => tokio::net::lookup_host((host.as_str(), port)).await.ok()?.next()?,
+        Err(_) => tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .ok()?
+            .next()?,
     };
     Some(Target { addr, transport })
 }
@@ -801,9 +850,15 @@ async fn resolve(uri: &str) -> Option<Target> {
 /// Parses a SUBSCRIBE; `Err` is the response to send.
 async fn parse_subscribe(shared: &Shared, msg: &SipMessage) -> Result<SubscribeReq, SipMessage> {
     let bad = |why: &str| engine::reply(msg, 400, why);
-    let call_id = msg.call_id().ok_or_else(|| bad("Missing Call-ID"))?.to_string();
+    let call_id = msg
+        .call_id()
+        .ok_or_else(|| bad("Missing Call-ID"))?
+        .to_string();
     let from = msg.from_hdr().ok_or_else(|| bad("Bad From"))?;
-    let from_tag = from.tag().filter(|t| !t.is_empty()).ok_or_else(|| bad("Missing From Tag"))?;
+    let from_tag = from
+        .tag()
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| bad("Missing From Tag"))?;
     let to = msg.to_hdr().ok_or_else(|| bad("Bad To"))?;
     let (cseq, method) = msg.cseq().ok_or_else(|| bad("Bad CSeq"))?;
     if method != "SUBSCRIBE" {
@@ -811,7 +866,9 @@ async fn parse_subscribe(shared: &Shared, msg: &SipMessage) -> Result<SubscribeR
     }
     let event = match msg.header("Event") {
         None => return Err(bad("Missing Event")),
-        Some(v) => msg.event().ok_or_else(|| bad(&format!("Bad Event Header {v:?}")))?,
+        Some(v) => msg
+            .event()
+            .ok_or_else(|| bad(&format!("Bad Event Header {v:?}")))?,
     };
     let Some(package) = Package::parse(&event.package) else {
         return Err(shared.lock().bad_event(msg));
@@ -829,7 +886,9 @@ async fn parse_subscribe(shared: &Shared, msg: &SipMessage) -> Result<SubscribeR
     let contact = match msg.contact() {
         None => None,
         Some(c) => {
-            let target = resolve(&c.uri).await.ok_or_else(|| bad("Unusable Contact"))?;
+            let target = resolve(&c.uri)
+                .await
+                .ok_or_else(|| bad("Unusable Contact"))?;
             Some((c.uri.clone(), target))
         }
     };
@@ -877,7 +936,11 @@ async fn on_subscribe(shared: Arc<Shared>, inc: Incoming) {
     };
     bump(counter);
     let decision = decide(&shared, msg).await;
-    if !decision.response.code().is_some_and(|c| (200..300).contains(&c)) {
+    if !decision
+        .response
+        .code()
+        .is_some_and(|c| (200..300).contains(&c))
+    {
         bump(&shared.counters.subscribes_rejected);
     }
     let Decision {
@@ -1007,7 +1070,9 @@ async fn sweep(shared: Arc<Shared>, cancel: CancellationToken) {
             _ = tick.tick() => {}
             _ = cancel.cancelled() => return,
         }
-        let kicks = shared.lock().expire(Instant::now(), shared.notify_on_expiry);
+        let kicks = shared
+            .lock()
+            .expire(Instant::now(), shared.notify_on_expiry);
         shared.kick(kicks);
     }
 }
@@ -1015,7 +1080,7 @@ async fn sweep(shared: Arc<Shared>, cancel: CancellationToken) {
 /// Random changes at the configured rate, in batches per tick (one lock per batch). The
 /// sequence of (user, state) is fixed by the seed; only its timing varies.
 async fn generate(shared: Arc<Shared>, seed: u64, cancel: CancellationToken) {
-    let mut rng = fastrand::Rng::with_seed(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5349_50);
+    let mut rng = fastrand::Rng::with_seed(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x0053_4950);
     let mut budget = 0.0f64;
     let mut last = Instant::now();
     loop {

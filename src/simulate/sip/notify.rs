@@ -217,8 +217,9 @@ impl Dialog {
                 expires_at,
                 // Kamailio's first NOTIFY has CSeq 2 in its own space (§2.8, observed).
                 cseq: 1,
-                // RFC 4235 §4.1.2: versions start at 0, +1 per document sent.
-                version: 0,
+                // +1 per document sent. Kamailio's first is 1 (checked against 5.6.3);
+                // RFC 4235 starts at 0, which our sipp notifier fixture covers.
+                version: 1,
                 jobs: VecDeque::new(),
                 running: false,
                 // Created held: the SUBSCRIBE handler releases it after the 200.
@@ -301,9 +302,11 @@ impl Dialog {
         let state = match &job.end {
             Some(t) => t.header(),
             None => {
-                // Remaining time, counting down like Kamailio's (`expires=3599` right after
-                // granting 3600); at least 1 while the subscription is active.
-                let left = g.expires_at.saturating_duration_since(now).as_secs().max(1);
+                // Remaining time in whole seconds, counting down like Kamailio's: the
+                // granted value right after granting (observed: `expires=120` for 120), 59
+                // a second after granting 60. At least 1 while active.
+                let left = g.expires_at.saturating_duration_since(now);
+                let left = ((left.as_millis() + 500) / 1000).max(1);
                 format!("active;expires={left}")
             }
         };
@@ -418,7 +421,7 @@ mod tests {
         assert_eq!(m.header("Route"), Some("<sip:10.0.0.1;lr>"));
         assert_eq!(target.addr.port(), 5999);
         let st = m.subscription_state().unwrap();
-        assert!(st.expires.unwrap() >= 599);
+        assert_eq!(st.expires, Some(600));
         // Running: further pushes don't start a second drain.
         let snap = Snapshot::Dialog {
             entity: "sip:alice@example.com".into(),
@@ -427,11 +430,12 @@ mod tests {
         assert!(matches!(d.push(Job::active(snap.clone())).2, Kick::None));
         let (m2, _, _) = d.next(|_| "<sip:127.0.0.1:5080>".into()).unwrap();
         assert_eq!(m2.cseq(), Some((3, "NOTIFY".into())));
-        assert!(String::from_utf8_lossy(&m2.body).contains("version=\"1\""));
+        assert!(String::from_utf8_lossy(&m2.body).contains("version=\"2\""));
         assert!(d.next(|_| "c".into()).is_none(), "empty: drain ends");
         // Terminated closes the dialog.
         assert!(matches!(
-            d.push(Job::terminated(snap.clone(), Termination::timeout())).2,
+            d.push(Job::terminated(snap.clone(), Termination::timeout()))
+                .2,
             Kick::Start
         ));
         assert!(!d.push(Job::active(snap)).0);
@@ -456,6 +460,9 @@ mod tests {
         while let Some((m, _, _)) = d.next(|_| "c".into()) {
             last = Some(String::from_utf8(m.body).unwrap());
         }
-        assert_eq!(last.as_deref(), Some(format!("{}", MAX_QUEUED + 4).as_str()));
+        assert_eq!(
+            last.as_deref(),
+            Some(format!("{}", MAX_QUEUED + 4).as_str())
+        );
     }
 }

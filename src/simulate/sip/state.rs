@@ -115,7 +115,11 @@ impl Presence {
             }
         }
         self.note = self.note.filter(|n| !n.trim().is_empty());
-        if self.note.as_ref().is_some_and(|n| n.chars().count() > MAX_NOTE) {
+        if self
+            .note
+            .as_ref()
+            .is_some_and(|n| n.chars().count() > MAX_NOTE)
+        {
             return Err(StateError::NoteTooLong);
         }
         Ok(self)
@@ -187,7 +191,11 @@ pub struct Call {
 impl Call {
     /// The next state of a user's call record when the telephony state becomes `to`.
     /// `None` when nothing changes.
-    pub fn transition(current: Option<&Call>, to: CallState, peer: impl FnOnce() -> String) -> Option<Call> {
+    pub fn transition(
+        current: Option<&Call>,
+        to: CallState,
+        peer: impl FnOnce() -> String,
+    ) -> Option<Call> {
         let live = current.filter(|c| c.state != CallState::Idle);
         match (live, to) {
             (None, CallState::Idle) => None,
@@ -240,7 +248,10 @@ impl Snapshot {
                 "application/dialog-info+xml",
                 dialog_info(entity, call.as_ref(), version).into_bytes(),
             ),
-            Snapshot::Mwi(text) => ("application/simple-message-summary", text.as_bytes().to_vec()),
+            Snapshot::Mwi(text) => (
+                "application/simple-message-summary",
+                text.as_bytes().to_vec(),
+            ),
         }
     }
 }
@@ -317,9 +328,17 @@ pub fn dialog_info(entity: &str, call: Option<&Call>, version: u32) -> String {
         CallState::Ringing | CallState::Dialing => "<state>early</state>",
         CallState::InCall => "<state>confirmed</state>",
     };
-    let user = entity.split('@').next().unwrap_or(entity).trim_start_matches("sip:");
+    let user = entity
+        .split('@')
+        .next()
+        .unwrap_or(entity)
+        .trim_start_matches("sip:");
     let n = c.number;
-    let direction = if c.initiator { "initiator" } else { "recipient" };
+    let direction = if c.initiator {
+        "initiator"
+    } else {
+        "recipient"
+    };
     format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
 <dialog-info xmlns=\"urn:ietf:params:xml:ns:dialog-info\" version=\"{version}\" state=\"full\" entity=\"{entity_x}\">\n  \
@@ -357,7 +376,12 @@ mod tests {
         assert!(doc.contains("<dm:note>Q3 &lt;review&gt; &amp; &quot;plan&quot;</dm:note>"));
         assert!(doc.contains("<timestamp>2024-05-01T09:00:00.123Z</timestamp>"));
         assert!(doc.contains("<dm:timestamp>2024-05-01T09:00:00.123Z</dm:timestamp>"));
-        let closed = pidf("bob", "example.com", &Presence::new(Basic::Closed, None, None), t);
+        let closed = pidf(
+            "bob",
+            "example.com",
+            &Presence::new(Basic::Closed, None, None),
+            t,
+        );
         assert!(closed.contains("<basic>closed</basic>"));
         assert!(closed.contains("<rpid:activities/>"));
         assert!(!closed.contains("dm:note"));
@@ -366,7 +390,10 @@ mod tests {
     #[test]
     fn presence_validation() {
         let p = Presence::new(Basic::Open, Some(" On-The-Phone "), Some("  ")).validated();
-        assert_eq!(p.unwrap(), Presence::new(Basic::Open, Some("on-the-phone"), None));
+        assert_eq!(
+            p.unwrap(),
+            Presence::new(Basic::Open, Some("on-the-phone"), None)
+        );
         let p = Presence::new(Basic::Open, Some("available"), None).validated();
         assert_eq!(p.unwrap(), Presence::available());
         assert!(matches!(
@@ -374,7 +401,9 @@ mod tests {
             Err(StateError::Activity(_))
         ));
         let long = "x".repeat(MAX_NOTE + 1);
-        assert!(Presence::new(Basic::Open, None, Some(&long)).validated().is_err());
+        assert!(Presence::new(Basic::Open, None, Some(&long))
+            .validated()
+            .is_err());
     }
 
     #[test]
@@ -389,8 +418,12 @@ mod tests {
         assert!(doc.contains("<state>early</state>"));
         let answered = Call::transition(Some(&ringing), CallState::InCall, peer).unwrap();
         assert_eq!((answered.number, answered.answered), (1, true));
-        assert!(dialog_info("sip:alice@example.com", Some(&answered), 4).contains("<state>confirmed</state>"));
-        assert_eq!(Call::transition(Some(&answered), CallState::InCall, peer), None);
+        assert!(dialog_info("sip:alice@example.com", Some(&answered), 4)
+            .contains("<state>confirmed</state>"));
+        assert_eq!(
+            Call::transition(Some(&answered), CallState::InCall, peer),
+            None
+        );
         let ended = Call::transition(Some(&answered), CallState::Idle, peer).unwrap();
         assert!(dialog_info("sip:alice@example.com", Some(&ended), 5)
             .contains("<state event=\"remote-bye\">terminated</state>"));
