@@ -39,7 +39,7 @@ async fn setup(subscribe_rate: f64) -> Setup {
         SipSimConfig {
             users: PRESENTITIES,
             domain: "example.com".into(),
-            packages: vec![presence_bridge::connectors::sip::config::Package::Presence],
+            packages: vec![sim::Package::Presence],
             ..SipSimConfig::default()
         },
     )

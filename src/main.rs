@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use presence_bridge::config::{self, Config};
 use presence_bridge::simulate::graph as graph_sim;
 use presence_bridge::simulate::pws as pws_sim;
+use presence_bridge::simulate::sip as sip_sim;
 use presence_bridge::simulate::ucwa as ucwa_sim;
 use presence_bridge::{codec, replay, runtime};
 use std::io::{IsTerminal, Write};
@@ -56,6 +57,9 @@ enum Cmd {
         /// Users of the simulated Microsoft Graph (Teams) the demo also watches (0: none).
         #[arg(long, default_value_t = 20)]
         graph_users: u32,
+        /// Users of the simulated SIP presence server the demo also watches (0: none).
+        #[arg(long, default_value_t = 20)]
+        sip_users: u32,
     },
     /// Print archived events as JSON lines.
     Replay {
@@ -120,6 +124,51 @@ enum SimulateCmd {
         /// Random presence changes per second over all users.
         #[arg(long, default_value_t = 5.0)]
         rate: f64,
+    },
+    /// SIP presence server, Kamailio-like (SUBSCRIBE/NOTIFY for presence, dialog and
+    /// message-summary; PUBLISH). UDP and TCP on one port; JSON control API with --http.
+    Sip {
+        /// SIP address (UDP and TCP).
+        #[arg(long, default_value = "127.0.0.1:5080")]
+        bind: SocketAddr,
+        /// Numbered users user0001@DOMAIN … (ignored with --names).
+        #[arg(long, default_value_t = 100)]
+        users: u32,
+        /// Explicit user names instead of numbered ones, comma-separated (alice,bob).
+        #[arg(long, value_delimiter = ',')]
+        names: Vec<String>,
+        #[arg(long, default_value = "example.com")]
+        domain: String,
+        /// Random presence / call changes per second over all users.
+        #[arg(long, default_value_t = 5.0)]
+        rate: f64,
+        /// Control API address (`/_sim/stats`, `/_sim/users/{aor}/presence`, …).
+        #[arg(long)]
+        http: Option<SocketAddr>,
+        /// Append `[#<seq> @<unix ms>]` to every random note, so events can be matched to
+        /// changes (latency measurement).
+        #[arg(long)]
+        stamp: bool,
+        /// Require digest auth (407) for SUBSCRIBE/PUBLISH: USER:PASSWORD, comma-separated.
+        #[arg(
+            long,
+            env = "SIP_SIM_AUTH",
+            value_delimiter = ',',
+            value_name = "USER:PASSWORD"
+        )]
+        auth: Vec<String>,
+        /// Digest algorithm offered: MD5 or SHA-256.
+        #[arg(long, default_value = "MD5")]
+        auth_algorithm: String,
+        /// Shortest subscription granted (shorter gets 423).
+        #[arg(long, default_value_t = 60)]
+        min_expires: u32,
+        /// Longest subscription granted.
+        #[arg(long, default_value_t = 3600)]
+        max_expires: u32,
+        /// Address for Contact headers when --bind is a wildcard address.
+        #[arg(long)]
+        advertise: Option<SocketAddr>,
     },
 }
 
@@ -246,12 +295,20 @@ fn main() -> anyhow::Result<()> {
             pws_users,
             ucwa_users,
             graph_users,
+            sip_users,
         } => {
             // Warnings only: the live summary is the demo's output.
             init_tracing(&cli.log_format, "warn");
             let cfg = config::demo_config(&data_dir, listen, users, rate);
             let rt = tokio::runtime::Runtime::new()?;
-            rt.block_on(demo(cfg, duration, pws_users, ucwa_users, graph_users))
+            rt.block_on(demo(
+                cfg,
+                duration,
+                pws_users,
+                ucwa_users,
+                graph_users,
+                sip_users,
+            ))
         }
         Cmd::Simulate { source } => {
             init_tracing(&cli.log_format, "info");
@@ -325,6 +382,70 @@ async fn simulate(source: SimulateCmd) -> anyhow::Result<()> {
                 sim.upn(users),
                 d.user_password
             );
+            runtime::wait_for_signal().await;
+            sim.shutdown().await;
+            Ok(())
+        }
+        SimulateCmd::Sip {
+            bind,
+            users,
+            names,
+            domain,
+            rate,
+            http,
+            stamp,
+            auth,
+            auth_algorithm,
+            min_expires,
+            max_expires,
+            advertise,
+        } => {
+            let auth = if auth.is_empty() {
+                None
+            } else {
+                let mut accounts = std::collections::BTreeMap::new();
+                for a in &auth {
+                    let Some((user, password)) = a.split_once(':') else {
+                        bail!("--auth wants USER:PASSWORD, got {a:?}");
+                    };
+                    accounts.insert(user.to_string(), password.to_string());
+                }
+                Some(sip_sim::SipSimAuth {
+                    realm: domain.clone(),
+                    algorithm: auth_algorithm,
+                    accounts,
+                })
+            };
+            let sim = sip_sim::start(
+                bind,
+                sip_sim::SipSimConfig {
+                    users,
+                    names,
+                    domain,
+                    change_rate: rate,
+                    stamp_notes: stamp,
+                    auth,
+                    http,
+                    min_expires,
+                    max_expires,
+                    advertise,
+                    ..Default::default()
+                },
+            )
+            .await
+            .with_context(|| format!("SIP simulator on {bind}"))?;
+            let aors = sim.users();
+            println!("SIP simulator: {} users, {rate} changes/s", aors.len());
+            println!("  SIP:         {} (UDP and TCP)", sim.addr());
+            if let Some(url) = sim.control_url() {
+                println!("  control API: {url}/stats");
+            }
+            println!(
+                "  users:       sip:{} … sip:{}",
+                aors.first().map_or("", String::as_str),
+                aors.last().map_or("", String::as_str)
+            );
+            println!("  events:      presence, dialog, message-summary");
             runtime::wait_for_signal().await;
             sim.shutdown().await;
             Ok(())
@@ -420,6 +541,24 @@ async fn demo_ucwa(cfg: &mut Config, users: u32) -> anyhow::Result<ucwa_sim::Ucw
     Ok(sim)
 }
 
+/// Adds a simulated SIP presence server and a `sip` connector (presence and dialog
+/// packages) watching it to the demo.
+async fn demo_sip(cfg: &mut Config, users: u32) -> anyhow::Result<sip_sim::SipSimHandle> {
+    let sim = sip_sim::start(
+        "127.0.0.1:0".parse().expect("static address"),
+        sip_sim::SipSimConfig {
+            users,
+            change_rate: (users as f64 / 10.0).max(0.5),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let snippet = sip_sim::demo_sip_snippet(sim.addr(), users, sim.domain());
+    let sip: presence_bridge::connectors::sip::config::SipConfig = toml::from_str(&snippet)?;
+    cfg.connectors.sip.insert("demo-sip".into(), sip);
+    Ok(sim)
+}
+
 /// Adds a simulated PWS server and a `pws` connector watching it to the demo.
 async fn demo_pws(cfg: &mut Config, users: u32) -> anyhow::Result<pws_sim::PwsSimHandle> {
     let sim = pws_sim::start(
@@ -455,6 +594,7 @@ async fn demo(
     pws_users: u32,
     ucwa_users: u32,
     graph_users: u32,
+    sip_users: u32,
 ) -> anyhow::Result<()> {
     if cfg.connectors.synthetic.is_empty() {
         bail!("demo needs a synthetic connector");
@@ -474,6 +614,11 @@ async fn demo(
     } else {
         None
     };
+    let sip = if sip_users > 0 {
+        Some(demo_sip(&mut cfg, sip_users).await?)
+    } else {
+        None
+    };
     let archive = cfg.archive_dir().expect("demo has an archive");
     let handle = runtime::start(cfg).await?;
     if let Some(sim) = &graph {
@@ -486,6 +631,12 @@ async fn demo(
         println!(
             "simulated UCWA at {} ({ucwa_users} users) → connector demo-ucwa",
             sim.autodiscover_url()
+        );
+    }
+    if let Some(sim) = &sip {
+        println!(
+            "simulated SIP presence server at {} ({sip_users} users) → connector demo-sip",
+            sim.addr()
         );
     }
     if let Some(sim) = &pws {
@@ -559,6 +710,9 @@ async fn demo(
         sim.shutdown().await;
     }
     if let Some(sim) = graph {
+        sim.shutdown().await;
+    }
+    if let Some(sim) = sip {
         sim.shutdown().await;
     }
     println!(

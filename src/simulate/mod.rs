@@ -7,7 +7,10 @@
 //! control API under `/_sim/` plus a Rust handle to change user states and inject faults.
 //!
 //! - [`pws`]: Cisco IM&P Presence Web Service (REST/XML, notification callbacks).
+//! - [`sip`]: a Kamailio-like SIP presence server (SUBSCRIBE/NOTIFY, PUBLISH), control API
+//!   on its own HTTP port.
 
 pub mod graph;
 pub mod pws;
+pub mod sip;
 pub mod ucwa;
