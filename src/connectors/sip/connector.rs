@@ -158,15 +158,20 @@ impl SipCore {
     }
 
     /// Applies a NOTIFY (or the end of a subscription) to the user's state and hands the
-    /// result to the pipeline.
-    pub async fn update(&self, spec: &Spec, update: Update<'_>) {
+    /// result to the pipeline. True when the subscription should refresh now to get a
+    /// full document (a gap in partial dialog-info versions).
+    pub async fn update(&self, spec: &Spec, update: Update<'_>) -> bool {
+        let mut needs_full = false;
         let observed = match update {
             Update::Notify { msg, first } => {
                 match self.presentities.on_notify(spec, msg, first) {
-                    Ok(states) => states
-                        .into_iter()
-                        .map(|(user, state)| (user, state, first))
-                        .collect(),
+                    Ok((states, full)) => {
+                        needs_full = full;
+                        states
+                            .into_iter()
+                            .map(|(user, state)| (user, state, first))
+                            .collect()
+                    }
                     Err(e) => {
                         // Answered 200 already; the body is kept out, the error counted.
                         self.error("body_parse");
@@ -185,6 +190,7 @@ impl SipCore {
         for (user, state, resync) in observed {
             self.observe(user, state, resync).await;
         }
+        needs_full
     }
 
     pub async fn observe(&self, user: String, state: PresenceState, resync: bool) {

@@ -57,13 +57,14 @@ impl Presentities {
         )
     }
 
-    /// Applies one NOTIFY; returns the users whose state was recomputed.
+    /// Applies one NOTIFY; returns the users whose state was recomputed, and whether the
+    /// subscription should be refreshed to get a full document (a dialog-info gap).
     pub fn on_notify(
         &self,
         spec: &Spec,
         msg: &SipMessage,
         first: bool,
-    ) -> Result<Vec<(String, PresenceState)>, BodyError> {
+    ) -> Result<(Vec<(String, PresenceState)>, bool), BodyError> {
         let ss = msg.subscription_state();
         let state = ss.as_ref().map(|s| s.state.clone());
         let content_type = msg.header("Content-Type").unwrap_or("");
@@ -76,7 +77,7 @@ impl Presentities {
         if spec.list {
             let Some(Body::List(list)) = body else {
                 // A list NOTIFY without a list body carries no per-user state.
-                return Ok(Vec::new());
+                return Ok((Vec::new(), false));
             };
             let mut out = Vec::new();
             for r in &list.resources {
@@ -107,29 +108,27 @@ impl Presentities {
                     continue;
                 };
                 let e = users.entry(user.clone()).or_default();
-                let changed = match inst.body() {
-                    Some(b) => apply_body(e, b, first),
-                    None => false,
-                };
-                if changed {
-                    out.push((user, self.state_of(e)));
+                if let Some(b) = inst.body() {
+                    if apply_body(e, b, first) == Applied::Changed {
+                        out.push((user, self.state_of(e)));
+                    }
                 }
             }
-            return Ok(out);
+            return Ok((out, false));
         }
         let e = users.entry(spec.aor.clone()).or_default();
-        let changed = match (spec.package, body) {
+        let applied = match (spec.package, body) {
             (Package::Presence, Some(b)) => apply_body(e, &b, first),
             (Package::Presence, None) => match state {
                 // "Nobody published" is state; a terminating NOTIFY without body is not.
-                Some(SubState::Terminated) => false,
+                Some(SubState::Terminated) => Applied::Unchanged,
                 Some(SubState::Active) => {
                     e.presence = Some(PresenceDoc::EmptyActive);
-                    true
+                    Applied::Changed
                 }
                 _ => {
                     e.presence = Some(PresenceDoc::EmptyPending);
-                    true
+                    Applied::Changed
                 }
             },
             (Package::Dialog, Some(b)) => {
@@ -139,14 +138,14 @@ impl Presentities {
                 }
                 apply_body(e, &b, first)
             }
-            (Package::Dialog, None) => false,
+            (Package::Dialog, None) => Applied::Unchanged,
             (Package::MessageSummary, Some(b)) => apply_body(e, &b, first),
-            (Package::MessageSummary, None) => false,
+            (Package::MessageSummary, None) => Applied::Unchanged,
         };
-        Ok(if changed {
-            vec![(spec.aor.clone(), self.state_of(e))]
-        } else {
-            Vec::new()
+        Ok(match applied {
+            Applied::Changed => (vec![(spec.aor.clone(), self.state_of(e))], false),
+            Applied::Unchanged => (Vec::new(), false),
+            Applied::NeedsFull => (Vec::new(), true),
         })
     }
 
@@ -227,13 +226,22 @@ impl Presentities {
     }
 }
 
-/// Applies a parsed body to a user's entry; false when it changed nothing (a stale dialog
-/// document).
-fn apply_body(e: &mut Entry, body: &Body, first: bool) -> bool {
+/// What applying a body did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Applied {
+    Changed,
+    /// Nothing changed (a stale dialog document).
+    Unchanged,
+    /// A partial dialog document after a gap: the state is incomplete until a full one.
+    NeedsFull,
+}
+
+/// Applies a parsed body to a user's entry.
+fn apply_body(e: &mut Entry, body: &Body, first: bool) -> Applied {
     match body {
         Body::Pidf(_) | Body::Xpidf(_) => {
             e.presence = PresenceDoc::from_body(body.clone());
-            true
+            Applied::Changed
         }
         Body::Dialog(info) => {
             let t = e.dialog.get_or_insert_with(DialogTracker::new);
@@ -241,17 +249,18 @@ fn apply_body(e: &mut Entry, body: &Body, first: bool) -> bool {
                 t.reset();
             }
             match t.apply(info) {
-                TrackOutcome::Applied => true,
-                // A gap in partial documents: keep the last full picture; the next
-                // refresh brings a full document.
-                TrackOutcome::Stale { .. } | TrackOutcome::NeedsFullState { .. } => false,
+                TrackOutcome::Applied => Applied::Changed,
+                TrackOutcome::Stale { .. } => Applied::Unchanged,
+                // A gap in partial documents: keep the last full picture and ask for a
+                // full document (a refresh makes the notifier send one, §5 rule 1).
+                TrackOutcome::NeedsFullState { .. } => Applied::NeedsFull,
             }
         }
         Body::Mwi(m) => {
             e.mwi = Some(m.clone());
-            true
+            Applied::Changed
         }
         // A list nested where a single document was expected: nothing per user here.
-        Body::List(_) => false,
+        Body::List(_) => Applied::Unchanged,
     }
 }

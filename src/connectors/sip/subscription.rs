@@ -478,7 +478,7 @@ impl Subscription {
                         // The subscription works: failures counted so far are not consecutive.
                         *failures = 0;
                     }
-                    core.update(&self.spec, Update::Notify { msg: &n.msg, first }).await;
+                    let needs_full = core.update(&self.spec, Update::Notify { msg: &n.msg, first }).await;
                     match ss {
                         Some(s) if s.state == SubState::Terminated => {
                             core.set_sub_state(&self.spec, None);
@@ -493,6 +493,12 @@ impl Subscription {
                             }
                         }
                         None => {}
+                    }
+                    if needs_full {
+                        // A gap in partial dialog-info versions: a refresh brings a full
+                        // document (§5 rule 1).
+                        core.error("dialog_version_gap");
+                        refresh_at = Instant::now();
                     }
                 }
                 _ = tokio::time::sleep_until(timer_n), if !got_notify => {

@@ -1224,6 +1224,70 @@ async fn notify_queue_overflow_answers_200_and_refreshes_for_the_full_state() {
     task.await.unwrap();
 }
 
+fn dialog_info(version: u32, state: &str, dialogs: &str) -> String {
+    format!(
+        r#"<?xml version="1.0"?><dialog-info xmlns="urn:ietf:params:xml:ns:dialog-info" version="{version}" state="{state}" entity="sip:alice@example.com">{dialogs}</dialog-info>"#
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn dialog_info_version_gap_refreshes_for_a_full_document() {
+    let mut r = rig("", |req, _| {
+        let (c, body) = if in_dialog(req) {
+            // The refresh's NOTIFY: a full document, version 9, in a call.
+            (
+                10,
+                dialog_info(
+                    9,
+                    "full",
+                    r#"<dialog id="d1" direction="recipient"><state>confirmed</state></dialog>"#,
+                ),
+            )
+        } else {
+            (1, dialog_info(0, "full", ""))
+        };
+        let mut n = notify(req, "n1", c, "active;expires=3600", None);
+        n.set_body("application/dialog-info+xml", body.into_bytes());
+        vec![
+            Act::Reply(ok(req, "n1", 3600)),
+            Act::NotifyAfter(Duration::ZERO, n),
+        ]
+    });
+    let mut sp = spec("alice");
+    sp.package = Package::Dialog;
+    let task = r.spawn(sp);
+    sleep(secs(5)).await;
+    assert_eq!(r.observations().len(), 1, "the first full document");
+    let sub = r.subscribes()[0].msg.clone();
+    // Version 3 after 0: versions 1 and 2 were lost, so this partial document cannot be
+    // applied; the subscriber asks for a full one with an in-dialog refresh.
+    let mut gap = notify(&sub, "n1", 2, "active;expires=3595", None);
+    gap.set_body(
+        "application/dialog-info+xml",
+        dialog_info(
+            3,
+            "partial",
+            r#"<dialog id="d1" direction="recipient"><state>early</state></dialog>"#,
+        )
+        .into_bytes(),
+    );
+    assert_eq!(r.inject(&gap), NotifyVerdict::Accepted);
+    sleep(secs(1)).await;
+    assert_eq!(r.errors("dialog_version_gap"), 1);
+    let subs = r.subscribes();
+    assert_eq!(subs.len(), 2, "one refresh");
+    assert_near(r.at(&subs[1]), secs(5));
+    assert_eq!(to_tag(&subs[1].msg).as_deref(), Some("n1"));
+    let obs = r.observations();
+    assert_eq!(obs.len(), 1, "only the full document's state: {obs:?}");
+    assert_eq!(
+        obs[0].state.raw.get("sip.dialog").map(String::as_str),
+        Some("in-a-call")
+    );
+    r.trigger.trigger();
+    task.await.unwrap();
+}
+
 // ---------------------------------------------------------------------------------------
 // Publisher (§7.1, pitfall 5)
 
