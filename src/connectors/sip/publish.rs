@@ -35,12 +35,16 @@ struct Publication {
 
 type Slot = Arc<Mutex<Option<Publication>>>;
 
+/// Digest state per published user, kept across requests so refreshes carry credentials
+/// for the last challenge pre-emptively (nc + 1) instead of paying a 407 round trip each.
+type Auth = Arc<Mutex<DigestClient>>;
+
 /// The connector's [`CommandTarget`].
 pub struct SipCommands {
     name: String,
     users: HashSet<String>,
     core: Arc<OnceLock<Arc<SipCore>>>,
-    slots: std::sync::Mutex<HashMap<String, Slot>>,
+    slots: std::sync::Mutex<HashMap<String, (Slot, Auth)>>,
 }
 
 /// Why a PUBLISH did not succeed.
@@ -62,31 +66,37 @@ impl SipCommands {
         }
     }
 
-    fn slot(&self, user: &str) -> Slot {
+    fn slot(&self, core: &SipCore, user: &str) -> (Slot, Auth) {
         self.slots
             .lock()
             .expect("slots lock")
             .entry(user.to_string())
-            .or_default()
+            .or_insert_with(|| {
+                (
+                    Slot::default(),
+                    Arc::new(Mutex::new(DigestClient::new(core.credentials()))),
+                )
+            })
             .clone()
     }
 
     /// Removes every publication we hold (shutdown).
     pub async fn remove_all(&self, core: &Arc<SipCore>) {
-        let slots: Vec<(String, Slot)> = self
+        let slots: Vec<(String, Slot, Auth)> = self
             .slots
             .lock()
             .expect("slots lock")
             .iter()
-            .map(|(u, s)| (u.clone(), s.clone()))
+            .map(|(u, (s, a))| (u.clone(), s.clone(), a.clone()))
             .collect();
-        for (user, slot) in slots {
+        for (user, slot, auth) in slots {
             let mut guard = slot.lock().await;
             if let Some(p) = guard.take() {
                 if let Some(r) = p.refresher {
                     r.abort();
                 }
-                let _ = publish(core, &user, None, Some(&p.etag), 0).await;
+                let mut digest = auth.lock().await;
+                let _ = publish(core, &mut digest, &user, None, Some(&p.etag), 0).await;
             }
         }
     }
@@ -95,13 +105,13 @@ impl SipCommands {
 /// Sends one PUBLISH for `user`; returns (new entity-tag, granted expires).
 async fn publish(
     core: &SipCore,
+    digest: &mut DigestClient,
     user: &str,
     body: Option<&str>,
     if_match: Option<&str>,
     expires: u32,
 ) -> Result<(String, u32), PublishError> {
     let uri = with_scheme(user);
-    let mut digest = DigestClient::new(core.credentials());
     let mut expires = expires;
     let call_id = new_call_id(&core.local_host());
     let tag = new_tag();
@@ -130,6 +140,7 @@ async fn publish(
         let code = resp.code().unwrap_or(0);
         match code {
             200..=299 => {
+                digest.on_success();
                 let etag = match resp.header("SIP-ETag") {
                     Some(t) => t.to_string(),
                     // A removal leaves no state to tag; an ESC may omit it (ours does).
@@ -170,24 +181,30 @@ fn status_err(resp: &SipMessage) -> PublishError {
 /// the server no longer knows it (412, or Kamailio's 500 "wrong etag").
 async fn publish_or_republish(
     core: &SipCore,
+    digest: &mut DigestClient,
     user: &str,
     body: &str,
     current: Option<&str>,
     expires: u32,
 ) -> Result<(String, u32), PublishError> {
     if let Some(tag) = current {
-        match publish(core, user, Some(body), Some(tag), expires).await {
+        match publish(core, digest, user, Some(body), Some(tag), expires).await {
             Err(PublishError::Status(412 | 500, _)) => {
                 core.error("publish_412");
             }
             other => return other,
         }
     }
-    publish(core, user, Some(body), None, expires).await
+    publish(core, digest, user, Some(body), None, expires).await
 }
 
 /// Keeps a publication alive until aborted.
-fn spawn_refresher(core: Arc<SipCore>, user: String, slot: Slot) -> tokio::task::JoinHandle<()> {
+fn spawn_refresher(
+    core: Arc<SipCore>,
+    user: String,
+    slot: Slot,
+    auth: Auth,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let timer_f = core.config.t1 * 64;
         let mut failures = 0u32;
@@ -206,14 +223,16 @@ fn spawn_refresher(core: Arc<SipCore>, user: String, slot: Slot) -> tokio::task:
             tokio::time::sleep(wait).await;
             let mut g = slot.lock().await;
             let Some(p) = g.as_mut() else { return };
+            let mut digest = auth.lock().await;
             // Refresh: no body, the latest tag (pitfall 5).
-            let result = match publish(&core, &user, None, Some(&p.etag), expires).await {
-                Err(PublishError::Status(412 | 500, _)) => {
-                    core.error("publish_412");
-                    publish(&core, &user, Some(&p.body), None, expires).await
-                }
-                other => other,
-            };
+            let result =
+                match publish(&core, &mut digest, &user, None, Some(&p.etag), expires).await {
+                    Err(PublishError::Status(412 | 500, _)) => {
+                        core.error("publish_412");
+                        publish(&core, &mut digest, &user, Some(&p.body), None, expires).await
+                    }
+                    other => other,
+                };
             match result {
                 Ok((etag, granted)) => {
                     failures = 0;
@@ -249,7 +268,7 @@ impl CommandTarget for SipCommands {
             return CommandOutcome::Failed("SIP connector is not started yet".into());
         };
         let user = cmd.user.clone();
-        let slot = self.slot(&user);
+        let (slot, auth) = self.slot(&core, &user);
         let mut guard = slot.lock().await;
         match cmd.action {
             CommandAction::ClearPresence => {
@@ -259,7 +278,8 @@ impl CommandTarget for SipCommands {
                 if let Some(r) = p.refresher {
                     r.abort();
                 }
-                match publish(&core, &user, None, Some(&p.etag), 0).await {
+                let mut digest = auth.lock().await;
+                match publish(&core, &mut digest, &user, None, Some(&p.etag), 0).await {
                     // Already gone at the server is what we wanted.
                     Ok(_) | Err(PublishError::Status(412, _)) => CommandOutcome::Applied,
                     Err(e) => outcome(e),
@@ -288,7 +308,19 @@ impl CommandTarget for SipCommands {
                     now_millis(),
                 );
                 let current = guard.as_ref().map(|p| p.etag.clone());
-                match publish_or_republish(&core, &user, &body, current.as_deref(), expires).await {
+                let result = {
+                    let mut digest = auth.lock().await;
+                    publish_or_republish(
+                        &core,
+                        &mut digest,
+                        &user,
+                        &body,
+                        current.as_deref(),
+                        expires,
+                    )
+                    .await
+                };
+                match result {
                     Ok((etag, granted)) => {
                         if let Some(old) = guard.take().and_then(|p| p.refresher) {
                             old.abort();
@@ -301,7 +333,12 @@ impl CommandTarget for SipCommands {
                         });
                         drop(guard);
                         if lapses.is_none() {
-                            let handle = spawn_refresher(core.clone(), user.clone(), slot.clone());
+                            let handle = spawn_refresher(
+                                core.clone(),
+                                user.clone(),
+                                slot.clone(),
+                                auth.clone(),
+                            );
                             if let Some(p) = slot.lock().await.as_mut() {
                                 p.refresher = Some(handle);
                             }

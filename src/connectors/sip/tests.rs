@@ -1567,6 +1567,45 @@ async fn publish_407_is_answered_with_credentials() {
     assert!(verify_request(creds, b, "secret", "example.com", "nonce-p"));
 }
 
+#[tokio::test(start_paused = true)]
+async fn publish_refresh_and_modify_carry_credentials_pre_emptively() {
+    // Only the very first request is challenged; a server that keeps the nonce accepts
+    // later requests with nc + 1 and no new round trip.
+    let p = publisher("publish_expires = \"120s\"", |req, n| {
+        if n == 0 {
+            vec![Act::Reply(challenge(req, 407, "nonce-p", false))]
+        } else {
+            vec![Act::Reply(published(req, n))]
+        }
+    });
+    assert_eq!(
+        p.commands.apply(&set(Availability::Busy)).await,
+        CommandOutcome::Applied
+    );
+    sleep(secs(100)).await; // past the refresh at min(96 s, 120 − 32 s) = 88 s
+    assert_eq!(
+        p.commands.apply(&set(Availability::Away)).await,
+        CommandOutcome::Applied
+    );
+    let pubs = p.publishes();
+    assert_eq!(pubs.len(), 4, "challenge, answer, refresh, modify");
+    for (i, s) in pubs.iter().enumerate().skip(1) {
+        let creds = s
+            .msg
+            .header("Proxy-Authorization")
+            .unwrap_or_else(|| panic!("request {i} has no credentials"));
+        assert!(verify_request(
+            creds,
+            &s.msg,
+            "secret",
+            "example.com",
+            "nonce-p"
+        ));
+        assert!(creds.contains(&format!("nc={:08x}", i)), "{creds}");
+    }
+    assert!(pubs[2].msg.body.is_empty(), "the refresh has no body");
+}
+
 // ---------------------------------------------------------------------------------------
 // Inbound PUBLISH compositor (§7.2)
 
