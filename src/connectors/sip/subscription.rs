@@ -233,6 +233,9 @@ pub struct Subscription {
     min_expires: u32,
     /// Retry-After of the last 503 to a refresh: the next try waits at least that long.
     retry_after: Option<Duration>,
+    /// Request-URI from a 3xx Contact (reference §2.2), and how many redirects in a row.
+    redirect: Option<String>,
+    redirects: u32,
 }
 
 /// Refresh time for a granted duration: `min(80 %, granted − 32 s)`, at least 2 s
@@ -303,6 +306,8 @@ impl Subscription {
             digest,
             min_expires: 0,
             retry_after: None,
+            redirect: None,
+            redirects: 0,
         }
     }
 
@@ -410,7 +415,10 @@ impl Subscription {
             call_id,
             local_tag,
             remote_tag: None,
-            remote_target: self.spec.uri.clone(),
+            remote_target: self
+                .redirect
+                .clone()
+                .unwrap_or_else(|| self.spec.uri.clone()),
             route_set: Vec::new(),
             cseq: 0,
             expires_at: Instant::now() + core.config.expires,
@@ -439,9 +447,32 @@ impl Subscription {
             Err(end) => return end,
         };
         let code = resp.code().unwrap_or(0);
+        if (300..400).contains(&code) {
+            // Redirect: the same SUBSCRIBE to the Contact, through the same next hop
+            // (our `server` stays the outbound proxy). A loop of redirects is a failure.
+            match resp.contact() {
+                Some(c) if self.redirects < 3 => {
+                    self.redirects += 1;
+                    self.redirect = Some(c.uri.clone());
+                    return End::Again {
+                        after: Duration::ZERO,
+                        failure: false,
+                        why: format!("redirected ({code}) to {}", c.uri),
+                    };
+                }
+                _ => {
+                    self.redirects = 0;
+                    self.redirect = None;
+                }
+            }
+        }
         if !(200..300).contains(&code) {
+            // The next attempt starts from the presentity's own URI again.
+            self.redirect = None;
+            self.redirects = 0;
             return self.failed_response(&resp, *failures);
         }
+        self.redirects = 0;
         self.confirm(&mut dialog, &resp, &shared, true);
 
         let mut got_notify = false;

@@ -1231,6 +1231,49 @@ fn dialog_info(version: u32, state: &str, dialogs: &str) -> String {
 }
 
 #[tokio::test(start_paused = true)]
+async fn redirect_3xx_resubscribes_to_the_contact_at_once() {
+    let mut r = rig("", |req, n| {
+        if n == 0 {
+            vec![Act::Reply(
+                answer(req, 302, "Moved Temporarily", "r1")
+                    .with("Contact", "<sip:alice@pres2.example.com>"),
+            )]
+        } else {
+            vec![
+                Act::Reply(ok(req, "n1", 3600)),
+                Act::NotifyAfter(
+                    Duration::ZERO,
+                    notify(req, "n1", 1, "active;expires=3600", Some(&pidf("open"))),
+                ),
+            ]
+        }
+    });
+    let task = r.spawn(spec("alice"));
+    sleep(secs(2)).await;
+    let subs = r.subscribes();
+    assert_eq!(subs.len(), 2);
+    assert_eq!(
+        subs[1].msg.request_uri(),
+        Some("sip:alice@pres2.example.com")
+    );
+    assert_eq!(
+        subs[1].msg.to_hdr().unwrap().uri,
+        "sip:alice@example.com",
+        "To stays the presentity"
+    );
+    // At once: only the subscribe throttle (15/s by default) spaces the two.
+    assert!(
+        r.at(&subs[1]) <= Duration::from_millis(70),
+        "{:?}",
+        r.at(&subs[1])
+    );
+    assert_eq!(r.availabilities(), [Availability::Available]);
+    assert_eq!(r.errors("subscription_failed"), 0);
+    r.trigger.trigger();
+    task.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
 async fn dialog_info_version_gap_refreshes_for_a_full_document() {
     let mut r = rig("", |req, _| {
         let (c, body) = if in_dialog(req) {
